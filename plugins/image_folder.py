@@ -1,0 +1,90 @@
+"""``image_folder``: a user's folder of images (FFHQ, LSUN, ...), resized and centre-cropped on the fly."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+import vqbench
+from vqbench.errors import ConfigError
+from vqbench.interfaces import ImageSource
+from vqbench.io import fingerprint
+
+log = logging.getLogger(__name__)
+EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp"}
+
+
+class UnreadableImage(OSError):
+    """Raised for a file that cannot be decoded; callers skip and count it."""
+
+
+@dataclass
+class ImageFolderConfig:
+    path: str = ""  # folder searched recursively for jpg/png/webp
+    max_images: int | None = None  # use only the first N files (sorted by path)
+
+
+def to_rgb_square(image: Image.Image, resolution: int) -> np.ndarray:
+    """Any mode (greyscale, RGBA, CMYK, palette) → RGB; shorter side resized to ``resolution``, then centre crop."""
+    image = image.convert("RGB")
+    w, h = image.size
+    scale = resolution / min(w, h)
+    new_w, new_h = max(resolution, round(w * scale)), max(resolution, round(h * scale))
+    image = image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    left, top = (new_w - resolution) // 2, (new_h - resolution) // 2
+    return np.asarray(image.crop((left, top, left + resolution, top + resolution)), dtype=np.uint8)
+
+
+class ImageFolder(ImageSource):
+    Config = ImageFolderConfig
+
+    def __init__(self, config: ImageFolderConfig, resolution: int):
+        super().__init__(config, resolution)
+        self._files: list[Path] | None = None
+
+    @property
+    def files(self) -> list[Path]:
+        if self._files is None:
+            root = Path(self.config.path).expanduser()
+            files = sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+            self._files = files[: self.config.max_images] if self.config.max_images else files
+        return self._files
+
+    def check(self, key: str) -> None:
+        root = Path(self.config.path).expanduser()
+        if not self.config.path:
+            raise ConfigError(f"{key}.path", "no image folder given; set it, e.g. `--set dataset.params.path=/data/ffhq`")
+        if not root.is_dir():
+            raise ConfigError(
+                f"{key}.path",
+                f"image folder {str(root)!r} does not exist; put the images there or point elsewhere with "
+                f"`--set {key}.path=/path/to/images`",
+            )
+        if not self.files:
+            raise ConfigError(
+                f"{key}.path", f"image folder {str(root)!r} has no .jpg/.jpeg/.png/.webp files (searched recursively)"
+            )
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def image(self, index: int) -> np.ndarray:
+        path = self.files[index]
+        try:
+            with Image.open(path) as image:
+                return to_rgb_square(image, self.resolution)
+        except (UnidentifiedImageError, OSError, ValueError) as err:
+            raise UnreadableImage(f"{path}: {err}") from None
+
+    def fingerprint(self) -> str:
+        root = Path(self.config.path).expanduser()
+        listing = [(str(p.relative_to(root)), p.stat().st_size, int(p.stat().st_mtime)) for p in self.files]
+        return fingerprint("image_folder", listing, self.resolution)
+
+
+@vqbench.hookimpl
+def vqbench_register_datasets(registry):
+    registry.register("image_folder", ImageFolder)

@@ -1,0 +1,19 @@
+"""The built-in metrics, registered like any plugin's."""
+from __future__ import annotations
+
+import vqbench
+from vqbench.metrics.fid import FIDMetric, KIDMetric
+from vqbench.metrics.inpainting import InpaintingMetric, SampleTimeMetric
+from vqbench.metrics.latent_stats import LatentStatsMetric, NLLMetric
+from vqbench.metrics.prdc import PRDCMetric
+
+
+@vqbench.hookimpl
+def vqbench_register_metrics(registry):
+    registry.register("fid", FIDMetric)
+    registry.register("kid", KIDMetric)
+    registry.register("prdc", PRDCMetric)
+    registry.register("nll", NLLMetric)
+    registry.register("latent_stats", LatentStatsMetric)
+    registry.register("sample_time", SampleTimeMetric)
+    registry.register("inpainting", InpaintingMetric)

@@ -1,0 +1,1 @@
+"""VQ-GAN tokenizer with the taming-transformers state-dict layout."""

@@ -1,0 +1,163 @@
+"""The ``vqbench`` command line: run, validate, list, report, encode."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import VQBenchError
+
+log = logging.getLogger("vqbench")
+
+
+def _overrides(items: list[str]):
+    from .config import parse_override
+
+    return [parse_override(item) for item in items or []]
+
+
+def _load(args: argparse.Namespace):
+    from .plugins import registries
+    from .runner.schema import load_yaml, parse_benchmark
+
+    regs = registries()
+    bench = parse_benchmark(load_yaml(args.file), regs.metrics.names(), _overrides(args.set))
+    return bench, regs
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner.run import describe_plan, run_benchmark
+
+    bench, regs = _load(args)
+    if args.device:
+        bench.device = args.device
+    if args.dry_run:
+        print(describe_plan(bench, regs))
+        return 0
+    out = run_benchmark(bench, regs, Path(args.out) if args.out else None)
+    print((out / "report.md").read_text())
+    print(f"results in {out}/ (report.md, report.csv, report.tex; runs/<cell>/samples.png, inpainting.png)")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .runner.run import plan_cells
+    from .runner.evaluate import metric_configs
+
+    bench, regs = _load(args)
+    cells = plan_cells(bench, regs)
+    metric_configs(bench.metrics, regs)
+    print(f"{args.file}: valid ({len(cells)} cells)")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .plugins import registries
+
+    for kind, registry in registries().kinds().items():
+        print(f"{kind}:")
+        for name, entry in registry.items():
+            doc = (entry.__doc__ or "").strip().splitlines()
+            print(f"  {name:<22} {registry.origin(name):<20} {doc[0] if doc else ''}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    paths = write_report(Path(args.dir))
+    print(paths["md"].read_text())
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from . import latents
+    from .errors import ConfigError
+    from .io import sha256_file
+    from .plugins import registries
+    from .runner.data import encode_images
+    from .runner.run import resolve_device
+
+    regs = registries()
+    tok_cls = regs.tokenizers.get(args.tokenizer, "--tokenizer")
+    device = resolve_device(args.device)
+    options = {"config": args.config} if args.config else {}
+    tokenizer = tok_cls.load(args.checkpoint, **options).to(device)
+    resolution = args.resolution or getattr(getattr(tokenizer.config, "ddconfig", None), "resolution", None)
+    if not resolution:
+        raise ConfigError("--resolution", "give the image resolution to encode at")
+    source_cls = regs.datasets.get("image_folder")
+    source = source_cls(source_cls.Config(path=args.images), resolution)
+    source.check("--images")
+    with torch.inference_mode():
+        codes, kept = encode_images(tokenizer, source, np.arange(len(source)), device, args.batch_size)
+    path = latents.write(
+        args.out, codes, tokenizer.codebook_size,
+        tokenizer={"name": args.tokenizer, "config": tokenizer.config_dict(), "checkpoint_sha256": sha256_file(args.checkpoint)},
+        source={"dataset": "image_folder", "path": str(args.images), "fingerprint": source.fingerprint(), "resolution": resolution},
+        split={"name": "all", "source_count": len(source)}, skipped_unreadable=sorted(source.skipped),
+    )  # fmt: skip
+    np.save(path / "source_index.npy", kept)
+    print(f"wrote {len(codes)} latents of {codes.shape[1]}×{codes.shape[2]} to {path} ({len(source.skipped)} unreadable skipped)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vqbench", description="Matched benchmarks of discrete priors over VQ latents.")
+    parser.add_argument("--version", action="version", version=f"vqbench {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a benchmark (finished cells are skipped, interrupted ones resume)")
+    run.add_argument("file", help="benchmark YAML")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (dotted, e.g. budget.steps=100)")
+    run.add_argument("--out", help="results folder (default results/<name>)")
+    run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the benchmark's device")
+    run.add_argument("--dry-run", action="store_true", help="print the plan (cells, latent shape, parameters, budget) and stop")
+    run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser("validate", help="check a benchmark YAML without running it")
+    validate.add_argument("file")
+    validate.add_argument("--set", action="append", metavar="KEY=VALUE")
+    validate.set_defaults(func=cmd_validate)
+
+    lister = sub.add_parser("list", help="list registered plugins (tokenizers, priors, datasets, metrics, ...)")
+    lister.set_defaults(func=cmd_list)
+
+    report = sub.add_parser("report", help="rebuild report.{csv,md,tex} from a results folder without rerunning")
+    report.add_argument("dir")
+    report.set_defaults(func=cmd_report)
+
+    encode = sub.add_parser("encode", help="encode an image folder into a latent dataset")
+    encode.add_argument("--tokenizer", default="vqgan")
+    encode.add_argument("--checkpoint", required=True, help="tokenizer checkpoint (vqbench file or taming last.ckpt)")
+    encode.add_argument("--config", help="taming YAML for a taming checkpoint")
+    encode.add_argument("--images", required=True, help="image folder (searched recursively)")
+    encode.add_argument("--out", required=True, help="latent dataset directory to write")
+    encode.add_argument("--resolution", type=int, help="image size (default: the tokenizer's)")
+    encode.add_argument("--batch-size", type=int, default=32)
+    encode.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    encode.set_defaults(func=cmd_encode)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except VQBenchError as err:
+        print(f"vqbench: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("vqbench: interrupted; finished cells are kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Hook specifications: each hook hands a registry to every plugin, which adds its entries.
+
+A plugin is any module or object with functions marked ``@vqbench.hookimpl`` named like the specs below.
+Built-in plugins (``plugins/``) and third-party packages are both found through the ``vqbench`` entry-point group.
+"""
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("vqbench")
+hookimpl = pluggy.HookimplMarker("vqbench")
+
+
+@hookspec
+def vqbench_register_tokenizers(registry):
+    """Add tokenizer classes (subclasses of ``vqbench.interfaces.Tokenizer``)."""
+
+
+@hookspec
+def vqbench_register_priors(registry):
+    """Add prior classes (subclasses of ``vqbench.interfaces.Prior``)."""
+
+
+@hookspec
+def vqbench_register_backbones(registry):
+    """Add backbone classes (subclasses of ``vqbench.interfaces.Backbone``)."""
+
+
+@hookspec
+def vqbench_register_datasets(registry):
+    """Add image or latent dataset sources (subclasses of ``vqbench.interfaces.ImageSource``)."""
+
+
+@hookspec
+def vqbench_register_metrics(registry):
+    """Add metrics (subclasses of ``vqbench.interfaces.Metric``)."""
+
+
+@hookspec
+def vqbench_register_feature_extractors(registry):
+    """Add image feature extractors used by FID/KID/PRDC (subclasses of ``vqbench.interfaces.FeatureExtractor``)."""

@@ -1,0 +1,199 @@
+"""The interfaces plugins implement: tokenizers, backbones, priors, image sources, metrics, feature extractors."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+@dataclass
+class NoConfig:
+    """Config for plugins without parameters."""
+
+
+class Tokenizer(nn.Module, ABC):
+    """Images ↔ code grids. Images are float B×3×H×W in [-1, 1]; codes are LongTensor B×h×w."""
+
+    Config: ClassVar[type] = NoConfig
+    codebook_size: int
+    downsample_factor: int
+
+    @abstractmethod
+    def encode(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def decode(self, codes: torch.Tensor) -> torch.Tensor: ...
+
+    def latent_shape(self, image_size: int | tuple[int, int]) -> tuple[int, int]:
+        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+        f = self.downsample_factor
+        if h % f or w % f:
+            raise ValueError(f"image size {h}×{w} is not a multiple of the downsample factor {f}")
+        return h // f, w // f
+
+    @abstractmethod
+    def config_dict(self) -> dict[str, Any]:
+        """Everything needed to rebuild the architecture (stored in latent meta and checkpoints)."""
+
+    def save(self, path: str | Path) -> None:
+        from .io import save_torch
+
+        save_torch(path, {"config": self.config_dict(), "state_dict": self.state_dict()})
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: str | Path, **options: Any) -> "Tokenizer": ...
+
+
+class Backbone(nn.Module, ABC):
+    """A network mapping codes (B×N) plus optional class labels to logits (B×N×V)."""
+
+    Config: ClassVar[type] = NoConfig
+    causal: bool = False
+
+    @abstractmethod
+    def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+class Prior(nn.Module, ABC):
+    """An objective and sampler over code grids. ``keep_mask`` True means: keep the given code."""
+
+    Config: ClassVar[type] = NoConfig
+    supports_inpainting: ClassVar[bool] = False
+    supports_likelihood: ClassVar[bool] = False
+    trainable: ClassVar[bool] = True  # False: fitted in closed form by ``fit``
+
+    def __init__(self, config: Any, codebook_size: int, latent_shape: tuple[int, int], num_classes: int = 0):
+        super().__init__()
+        self.config = config
+        self.codebook_size = codebook_size
+        self.latent_shape = tuple(latent_shape)
+        self.num_classes = num_classes
+        self.last_nfe = 0  # network evaluations per sample spent by the last ``sample``/``inpaint`` call
+
+    @property
+    def supports(self) -> dict[str, bool]:
+        return {"inpainting": self.supports_inpainting, "likelihood": self.supports_likelihood}
+
+    @abstractmethod
+    def loss(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Training loss (scalar) on a batch of codes B×h×w."""
+
+    @abstractmethod
+    def sample(
+        self, n: int, latent_shape: tuple[int, int], generator: torch.Generator, labels: torch.Tensor | None = None, **opts: Any
+    ) -> torch.Tensor:
+        """``n`` code grids (LongTensor n×h×w)."""
+
+    def inpaint(self, codes: torch.Tensor, keep_mask: torch.Tensor, generator: torch.Generator, **opts: Any) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} does not support inpainting")
+
+    def nll(self, codes: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Negative log-likelihood (or an upper bound) per grid, in bits per token (shape B)."""
+        raise NotImplementedError(f"{type(self).__name__} has no tractable likelihood")
+
+    def fit(self, codes: torch.Tensor) -> None:
+        """Closed-form fit on all training codes (only for ``trainable = False`` priors)."""
+        raise NotImplementedError
+
+    def sampling_options(self) -> dict[str, Any]:
+        """Sampler settings shown in the report (defaults to the prior's config)."""
+        return dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else {}
+
+
+class ImageSource(ABC):
+    """An indexable set of RGB images (uint8 H×W×3) at one resolution, with optional integer labels."""
+
+    Config: ClassVar[type] = NoConfig
+    label_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: Any, resolution: int):
+        self.config = config
+        self.resolution = resolution
+        self.skipped: set[int] = set()  # indices of unreadable images met so far
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def image(self, index: int) -> np.ndarray: ...
+
+    def labels(self) -> np.ndarray | None:
+        return None
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """Identifies the content (cache key for tokenizers, latents and real-image features)."""
+
+    def check(self, key: str) -> None:
+        """Fail before any work if the source is unusable (missing folder, ...)."""
+
+    def batch(self, indices: list[int] | np.ndarray) -> tuple[torch.Tensor, list[int]]:
+        """Float B×3×H×W in [-1, 1] for the readable images among ``indices``, and those indices.
+
+        An image whose file cannot be decoded (``OSError``) is skipped, logged and counted in ``skipped``.
+        """
+        arrays, kept = [], []
+        for index in (int(i) for i in indices):
+            try:
+                arrays.append(self.image(index))
+                kept.append(index)
+            except OSError as err:
+                if index not in self.skipped:
+                    log.warning("skipping unreadable image: %s", err)
+                self.skipped.add(index)
+        if not arrays:
+            return torch.empty(0, 3, self.resolution, self.resolution), kept
+        return uint8_to_float(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)), kept
+
+
+def uint8_to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] → float [-1, 1]."""
+    return images.float().div(127.5).sub(1.0)
+
+
+def float_to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] → uint8 [0, 255] (clamped, rounded)."""
+    return images.detach().float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One report column a metric produces."""
+
+    direction: Literal["higher", "lower", "none"]
+    label: str = ""
+    digits: int = 3
+
+
+class Metric(ABC):
+    """Computes report columns for one cell from an ``EvalContext`` (see ``vqbench.runner.evaluate``)."""
+
+    Config: ClassVar[type] = NoConfig
+    needs_images: ClassVar[bool] = False  # needs a tokenizer that can decode
+    group: ClassVar[str] = "generation"  # report table the columns go to (generation, speed, inpainting, ...)
+
+    @abstractmethod
+    def columns(self, config: Any) -> dict[str, Column]: ...
+
+    @abstractmethod
+    def compute(self, ctx: Any, config: Any) -> dict[str, float]: ...
+
+
+class FeatureExtractor(nn.Module, ABC):
+    """Maps uint8 images B×3×H×W to feature vectors B×D for FID, KID and PRDC."""
+
+    dims: int
+    real_weights: bool  # False: randomly initialised, numbers not comparable to published ones
+    description: str
+
+    @abstractmethod
+    def forward(self, images: torch.Tensor) -> torch.Tensor: ...

@@ -1,0 +1,60 @@
+"""Image features for FID/KID/PRDC: batched extraction and a content-addressed cache for real-image features."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from tqdm.auto import tqdm
+
+from ..interfaces import FeatureExtractor
+from ..io import load_torch, save_torch
+
+log = logging.getLogger(__name__)
+
+
+@torch.inference_mode()
+def extract_features(
+    extractor: FeatureExtractor, batches: Iterable[torch.Tensor], device: torch.device, total: int | None = None, desc: str = "features"
+) -> torch.Tensor:
+    """Features (N×D float64 on CPU) of uint8 image batches B×3×H×W."""
+    out = []
+    with tqdm(total=total, desc=desc, unit="img", leave=False) as bar:
+        for images in batches:
+            if images.dtype != torch.uint8:
+                raise TypeError(f"feature extraction expects uint8 images, got {images.dtype}")
+            out.append(extractor(images.to(device)).double().cpu())
+            bar.update(len(images))
+    return torch.cat(out) if out else torch.zeros(0, extractor.dims, dtype=torch.float64)
+
+
+def cached_features(cache_file: Path, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """Load features from ``cache_file`` or compute and store them (atomically)."""
+    if cache_file.is_file():
+        log.info("real-image features from cache %s", cache_file)
+        return load_torch(cache_file)["features"]
+    features = compute()
+    save_torch(cache_file, {"features": features})
+    return features
+
+
+@dataclass
+class FeatureSet:
+    """Real features of the reference set and a lazily computed feature matrix for the cell's samples."""
+
+    extractor: FeatureExtractor
+    real: torch.Tensor
+    fake_images: Callable[[], Iterable[torch.Tensor]]
+    device: torch.device
+    num_fake: int
+    _fake: torch.Tensor | None = field(default=None, repr=False)
+
+    def fake(self) -> torch.Tensor:
+        if self._fake is None:
+            self._fake = extract_features(self.extractor, self.fake_images(), self.device, self.num_fake, "sample features")
+        return self._fake
+
+    def of(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        return extract_features(self.extractor, images.split(batch_size), self.device, len(images))

@@ -1,0 +1,64 @@
+"""FID and KID through torch-fidelity's statistics functions, on features vqbench extracts and caches."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+
+from ..interfaces import Column, Metric
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """‖μ1 − μ2‖² + Tr(Σ1 + Σ2 − 2(Σ1Σ2)^½) (torch-fidelity's implementation)."""
+    stat1 = {"mu": np.atleast_1d(np.asarray(mu1, dtype=np.float64)), "sigma": np.atleast_2d(np.asarray(sigma1, dtype=np.float64))}
+    stat2 = {"mu": np.atleast_1d(np.asarray(mu2, dtype=np.float64)), "sigma": np.atleast_2d(np.asarray(sigma2, dtype=np.float64))}
+    return float(fid_statistics_to_metric(stat1, stat2, verbose=False)[KEY_METRIC_FID])
+
+
+def feature_statistics(features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    stats = fid_features_to_statistics(features.double().cpu())
+    return stats["mu"], stats["sigma"]
+
+
+def fid_from_features(real: torch.Tensor, fake: torch.Tensor) -> float:
+    return frechet_distance(*feature_statistics(real), *feature_statistics(fake))
+
+
+def kid_from_features(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """(mean, std) of the unbiased polynomial-kernel MMD² over random subsets; the subset size is clamped to the
+    smaller set."""
+    size = min(subset_size, len(real), len(fake))
+    out = kid_features_to_metric(
+        fake.double().cpu(), real.double().cpu(), kid_subsets=subsets, kid_subset_size=size, kid_kernel="poly",
+        kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None, kid_kernel_poly_coef0=1, rng_seed=seed, verbose=False,
+    )  # fmt: skip
+    return float(out[KEY_METRIC_KID_MEAN]), float(out[KEY_METRIC_KID_STD])
+
+
+class FIDMetric(Metric):
+    needs_images = True
+
+    def columns(self, config) -> dict[str, Column]:
+        return {"fid": Column("lower", "FID", 2)}
+
+    def compute(self, ctx, config) -> dict[str, float]:
+        return {"fid": fid_from_features(ctx.features.real, ctx.features.fake())}
+
+
+class KIDMetric(Metric):
+    needs_images = True
+
+    @dataclass
+    class Config:
+        subsets: int = 100
+        subset_size: int = 1000
+
+    def columns(self, config) -> dict[str, Column]:
+        return {"kid": Column("lower", "KID", 4), "kid_subset_std": Column("none", "KID subset std", 4)}
+
+    def compute(self, ctx, config) -> dict[str, float]:
+        mean, std = kid_from_features(ctx.features.real, ctx.features.fake(), config.subsets, config.subset_size, ctx.seed)
+        return {"kid": mean, "kid_subset_std": std}

@@ -1,0 +1,61 @@
+"""Latent-level statistics every prior gets: token-histogram KL to the data, codebook usage, perplexity."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..interfaces import Column, Metric
+
+
+def histogram(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    return torch.bincount(codes.flatten().long(), minlength=codebook_size).double()
+
+
+def kl_bits(p_counts: torch.Tensor, q_counts: torch.Tensor, smoothing: float = 0.5) -> float:
+    """KL(p ‖ q) in bits between two count histograms, with additive smoothing on q."""
+    p = p_counts / p_counts.sum()
+    q = (q_counts + smoothing) / (q_counts + smoothing).sum()
+    nz = p > 0
+    return float((p[nz] * (p[nz] / q[nz]).log2()).sum())
+
+
+def perplexity(counts: torch.Tensor) -> float:
+    p = counts[counts > 0] / counts.sum()
+    return float(math.exp(-(p * p.log()).sum()))
+
+
+def codebook_stats(codes: torch.Tensor, codebook_size: int) -> dict[str, float]:
+    counts = histogram(codes, codebook_size)
+    return {"used_codes": float((counts > 0).sum()), "usage": float((counts > 0).double().mean()), "perplexity": perplexity(counts)}
+
+
+class LatentStatsMetric(Metric):
+    def columns(self, config) -> dict[str, Column]:
+        return {
+            "token_kl": Column("lower", "token KL (bits)", 4),
+            "codebook_usage": Column("none", "codes used", 3),
+            "sample_perplexity": Column("none", "code perplexity", 1),
+        }
+
+    def compute(self, ctx, config) -> dict[str, float]:
+        v = ctx.prior.codebook_size
+        sample_counts = histogram(ctx.samples, v)
+        stats = codebook_stats(ctx.samples, v)
+        return {
+            "token_kl": kl_bits(histogram(ctx.test_codes, v), sample_counts),
+            "codebook_usage": stats["usage"],
+            "sample_perplexity": stats["perplexity"],
+        }
+
+
+class NLLMetric(Metric):
+    """Negative log-likelihood (or ELBO bound) of held-out latents in bits per token; n/a when intractable."""
+
+    def columns(self, config) -> dict[str, Column]:
+        return {"nll_bpt": Column("lower", "NLL (bits/token)", 4)}
+
+    def compute(self, ctx, config) -> dict[str, float]:
+        if not ctx.prior.supports_likelihood:
+            return {"nll_bpt": float("nan")}
+        return {"nll_bpt": ctx.held_out_nll()}

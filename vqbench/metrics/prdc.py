@@ -1,0 +1,71 @@
+"""Precision, recall, density and coverage (Naeem et al. 2020) on feature vectors, in torch with chunked distances."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..interfaces import Column, Metric
+
+
+def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return (x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))).to(torch.float64)
+
+
+def pairwise_distances(a: torch.Tensor, b: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """Euclidean distances |a|×|b|, computed in row chunks to bound memory."""
+    rows = [torch.cdist(a[i : i + chunk], b, compute_mode="donot_use_mm_for_euclid_dist") for i in range(0, len(a), chunk)]
+    return torch.cat(rows) if rows else a.new_zeros(0, len(b))
+
+
+def kth_neighbour_radii(features: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
+    """Distance of every point to its k-th nearest neighbour in the same set (excluding itself)."""
+    radii = []
+    for i in range(0, len(features), chunk):
+        d = torch.cdist(features[i : i + chunk], features, compute_mode="donot_use_mm_for_euclid_dist")
+        radii.append(d.kthvalue(k + 1, dim=1).values)  # the 1st smallest is the point itself (distance 0)
+    return torch.cat(radii)
+
+
+def prdc(real_features, fake_features, nearest_k: int = 5, chunk: int = 2048) -> dict[str, float]:
+    """{precision, recall, density, coverage} of fake vs real features (strict ``<`` comparisons, as clovaai/prdc)."""
+    real, fake = _as_tensor(real_features), _as_tensor(fake_features)
+    if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
+        raise ValueError(f"expected two N×D feature matrices with equal D, got {tuple(real.shape)} and {tuple(fake.shape)}")
+    if min(len(real), len(fake)) <= nearest_k:
+        raise ValueError(f"nearest_k={nearest_k} needs more than {nearest_k} real and fake samples, got {len(real)} and {len(fake)}")
+    real_radii = kth_neighbour_radii(real, nearest_k, chunk)
+    fake_radii = kth_neighbour_radii(fake, nearest_k, chunk)
+    inside_real = torch.zeros(len(fake), dtype=torch.float64)  # real balls containing each fake
+    recall_hit = torch.zeros(len(real), dtype=torch.bool)
+    min_real_to_fake = torch.full((len(real),), float("inf"), dtype=torch.float64)
+    for i in range(0, len(fake), chunk):
+        d = pairwise_distances(real, fake[i : i + chunk], chunk)  # |real| × chunk
+        inside = d < real_radii[:, None]
+        inside_real[i : i + chunk] = inside.sum(dim=0).double()
+        min_real_to_fake = torch.minimum(min_real_to_fake, d.min(dim=1).values)
+        recall_hit |= (d < fake_radii[None, i : i + chunk]).any(dim=1)
+    real_covered = min_real_to_fake < real_radii
+    return {
+        "precision": float((inside_real > 0).double().mean()),
+        "recall": float(recall_hit.double().mean()),
+        "density": float(inside_real.mean() / nearest_k),
+        "coverage": float(real_covered.double().mean()),
+    }
+
+
+class PRDCMetric(Metric):
+    """PRDC on image features of decoded samples vs held-out real images."""
+
+    @dataclass
+    class Config:
+        nearest_k: int = 5
+
+    needs_images = True
+
+    def columns(self, config) -> dict[str, Column]:
+        return {name: Column("higher", name) for name in ("precision", "recall", "density", "coverage")}
+
+    def compute(self, ctx, config) -> dict[str, float]:
+        return prdc(ctx.features.real, ctx.features.fake(), nearest_k=config.nearest_k)

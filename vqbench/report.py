@@ -1,0 +1,156 @@
+"""Reports: a long-form DataFrame of every cell's metrics pivoted into one row per prior/variant (mean ± std over
+seeds, best value per column in bold) and exported to CSV, Markdown and LaTeX. Rebuilt from results alone."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import DataError
+from .io import read_json, write_text
+
+EXTRA_COLUMNS = {"parameters_m": {"direction": "none", "label": "params (M)", "digits": 2, "group": "speed"}}
+GROUP_TITLES = {"generation": "Generation quality", "speed": "Sampling speed and size", "inpainting": "Inpainting"}
+
+
+def load_long(out: Path) -> tuple[pd.DataFrame, dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """(long DataFrame with columns cell,row,label,variant,seed,metric,value; column metadata; failed cells)."""
+    runs = sorted((out / "runs").glob("*/metrics.json"))
+    failed = [read_json(p) for p in sorted((out / "runs").glob("*/failed.json")) if not (p.parent / "metrics.json").is_file()]
+    records, columns = [], {}
+    for path in runs:
+        cell = read_json(path)
+        order = cell.get("column_order") or list(cell["columns"])
+        columns.update({k: cell["columns"][k] for k in order if k not in columns})
+        values = dict(cell["values"])
+        values["parameters_m"] = cell["info"].get("parameters", math.nan) / 1e6
+        for metric, value in values.items():
+            records.append({
+                "cell": cell["cell"], "row": cell["row"], "label": cell["label"], "variant": cell["variant"],
+                "seed": cell["seed"], "metric": metric, "value": math.nan if value is None else float(value),
+            })  # fmt: skip
+    columns.update(EXTRA_COLUMNS)
+    return pd.DataFrame.from_records(records, columns=["cell", "row", "label", "variant", "seed", "metric", "value"]), columns, failed
+
+
+def summarise(long: pd.DataFrame, columns: dict[str, dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    """(means, stds, seed counts), rows in first-seen order, metric columns in registry order."""
+    rows = list(dict.fromkeys(long["row"]))
+    order = [c for c in columns if c in set(long["metric"])]
+    grouped = long.groupby(["row", "metric"], sort=False)["value"]
+    means = grouped.mean().unstack("metric").reindex(index=rows, columns=order)
+    stds = grouped.std(ddof=1).unstack("metric").reindex(index=rows, columns=order)
+    counts = long.groupby("row", sort=False)["seed"].nunique().reindex(rows)
+    return means, stds, counts
+
+
+def best_rows(means: pd.DataFrame, columns: dict[str, dict[str, Any]]) -> dict[str, set[str]]:
+    best = {}
+    for metric in means.columns:
+        direction = columns.get(metric, {}).get("direction", "none")
+        col = means[metric].dropna()
+        if direction == "none" or len(col) < 2 or col.nunique() == 1:
+            continue
+        target = col.min() if direction == "lower" else col.max()
+        best[metric] = set(col.index[col == target])
+    return best
+
+
+def formatted(means, stds, counts, columns, bold: tuple[str, str], with_seeds: bool = True) -> pd.DataFrame:
+    best = best_rows(means, columns)
+    table = pd.DataFrame(index=means.index)
+    if with_seeds:
+        table["seeds"] = counts.astype(int).astype(str)
+    for metric in means.columns:
+        digits = columns.get(metric, {}).get("digits", 3)
+        cells = []
+        for row in means.index:
+            m, s = means.at[row, metric], stds.at[row, metric]
+            if pd.isna(m):
+                cells.append("n/a")
+                continue
+            text = f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if not pd.isna(s) and metric not in EXTRA_COLUMNS else "")
+            cells.append(f"{bold[0]}{text}{bold[1]}" if row in best.get(metric, ()) else text)
+        table[columns.get(metric, {}).get("label") or metric] = cells
+    table.index.name = "prior"
+    return table
+
+
+def header_lines(protocol: dict[str, Any], nearest_k: int | None) -> list[str]:
+    lines = [f"# vqbench report: {protocol['benchmark']}", ""]
+    ds, lat, tok, feat = protocol.get("dataset"), protocol["latents"], protocol.get("tokenizer"), protocol.get("features")
+    b, s = protocol["budget"], protocol["sampling"]
+    lines.append(f"- **Data**: {ds['name']} at {ds['resolution']}²" if ds else "- **Data**: existing latent datasets")
+    lines.append(f"- **Latents**: {lat['shape'][0]}×{lat['shape'][1]} tokens, {lat['codebook_size']} codes; {lat['train']} train / {lat['test']} held-out")
+    if tok:
+        q = tok.get("quality") or {}
+        quality = ""
+        if "recon_psnr" in q:
+            quality = (f"; reconstruction PSNR {q['recon_psnr']:.2f} dB, LPIPS {q['recon_lpips']:.4f} ({q['recon_lpips_backbone']} backbone), "
+                       f"{q['used_codes']}/{q['codebook_size']} codes used (perplexity {q['code_perplexity']:.1f})")  # fmt: skip
+        lines.append(f"- **Tokenizer**: {tok['name']} ({tok['preset'] or tok['checkpoint']}){quality}")
+    lines.append(f"- **Budget** (same for every prior): {b['steps']} steps × batch {b['batch_size']}" + (f", wall-clock cap {b['max_minutes']} min" if b.get("max_minutes") else ""))
+    lines.append(f"- **Sampling**: {s['num_samples']} samples per cell, batch {s['batch_size']}; seeds {protocol['seeds']}")
+    if feat:
+        note = "" if feat["real_weights"] else " — **random weights: FID/KID/PRDC are not comparable to published numbers**"
+        description = feat["description"].split(":")[0] if not feat["real_weights"] else feat["description"]
+        lines.append(f"- **Features**: {description}{note}; reference: {feat['num_real']} {feat['reference']}")
+    if protocol.get("image_metrics_off"):
+        lines.append(f"- **Image metrics off**: {protocol['image_metrics_off']}")
+    if nearest_k is not None:
+        lines.append(f"- **PRDC**: nearest_k = {nearest_k}")
+    lines.append(f"- **Device**: {protocol['device']}, precision {protocol['precision']}, torch {protocol['torch']}")
+    lines.append("- Values are mean ± std over seeds; **bold** marks the best value per column; n/a: the prior cannot compute it.")
+    return lines
+
+
+def _latex_escape(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("±", r"$\pm$"), ("²", r"$^2$")):
+        text = text.replace(a, b)
+    return text
+
+
+def write_report(out: str | Path) -> dict[str, Path]:
+    """Build report.csv, report.md and report.tex in ``out`` from its runs (no recomputation)."""
+    out = Path(out)
+    if not (out / "protocol.json").is_file():
+        raise DataError(f"{out}: no protocol.json here; is this a vqbench results folder (results/<benchmark>)?")
+    protocol = read_json(out / "protocol.json")
+    long, columns, failed = load_long(out)
+    nearest_k = (protocol["metrics"].get("settings", {}).get("prdc") or {}).get("nearest_k", 5) if "prdc" in protocol["metrics"]["enabled"] else None
+    paths = {kind: out / f"report.{kind}" for kind in ("csv", "md", "tex")}
+    if long.empty:
+        write_text(paths["md"], "\n".join(header_lines(protocol, nearest_k) + ["", "No finished cells yet."]) + "\n")
+        return paths
+    means, stds, counts = summarise(long, columns)
+    wide = means.join(stds.add_suffix("_seed_std")).assign(seeds=counts)
+    write_text(paths["csv"], wide.to_csv(index_label="prior"))
+    md, tex = header_lines(protocol, nearest_k), []
+    for i, (group, names) in enumerate(groups(means, columns).items()):
+        cols = {k: columns[k] for k in names}
+        title = GROUP_TITLES.get(group, group.capitalize())
+        table = formatted(means[names], stds[names], counts, cols, ("**", "**"), with_seeds=i == 0)
+        md += ["", f"## {title}", "", table.to_markdown()]
+        tex.append(_latex_table(formatted(means[names], stds[names], counts, cols, ("\x00", "\x01"), i == 0), f"{protocol['benchmark']}: {title.lower()}"))
+    md += [""] + [f"- failed: `{f['cell']}`: {f['error']}" for f in failed]
+    write_text(paths["md"], "\n".join(md) + "\n")
+    write_text(paths["tex"], "\n".join(tex))
+    return paths
+
+
+def groups(means: pd.DataFrame, columns: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """Metric columns per report table, in display order."""
+    out: dict[str, list[str]] = {}
+    for name in means.columns:
+        out.setdefault(columns.get(name, {}).get("group", "generation"), []).append(name)
+    return out
+
+
+def _latex_table(table: pd.DataFrame, caption: str) -> str:
+    table = table.copy()  # bold placeholders (\x00 … \x01) survive escaping, then become \textbf{…}
+    table.index = [_latex_escape(i) for i in table.index]
+    table.columns = [_latex_escape(c) for c in table.columns]
+    table = table.map(lambda v: _latex_escape(v).replace("\x00", "\\textbf{").replace("\x01", "}"))
+    return table.style.to_latex(hrules=True, caption=_latex_escape(caption + "; mean ± std over seeds, best in bold."), position="t")

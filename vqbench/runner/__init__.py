@@ -1,0 +1,1 @@
+"""Runs matched experiments: data → tokenizer → latents → cells (prior × variant × seed) → report."""

@@ -1,0 +1,114 @@
+"""One cell (prior × variant × seed): train or fit, sample with timing, evaluate, write outputs."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..config import parse, to_dict
+from ..interfaces import Prior
+from ..images import save_grid, save_inpainting_strip
+from ..io import atomic_path, save_torch, write_json
+from ..metrics.features import FeatureSet
+from ..plugins import Registries
+from .data import DataBundle
+from .evaluate import EvalContext, evaluate, sample_timed
+from .schema import Benchmark, PriorSection, Variant
+from .train import train_prior
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Cell:
+    id: str
+    variant: Variant
+    seed: int
+    section: PriorSection
+    key: str  # config key path of the prior section, e.g. priors[1]
+
+    def directory(self, out: Path) -> Path:
+        return out / "runs" / self.id
+
+
+def build_prior(cell: Cell, regs: Registries, data: DataBundle, device: torch.device | str = "cpu") -> Prior:
+    cls = regs.priors.get(cell.section.name, f"{cell.key}.name")
+    config = parse(cls.Config, cell.variant.params, f"{cell.key}.params")
+    num_classes = int(data.train.labels[:, 0].max()) + 1 if data.train.labels is not None and len(data.train) else 0
+    return cls(config, data.codebook_size, data.latent_shape, num_classes).to(device)
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def run_cell(
+    cell: Cell, bench: Benchmark, regs: Registries, data: DataBundle, metrics: dict[str, tuple[Any, Any]],
+    reference: FeatureSet | None, out: Path, device: torch.device, autocast: Callable[[], Any],
+) -> dict[str, Any]:
+    folder = cell.directory(out)
+    if (folder / "metrics.json").is_file():
+        log.info("cell %s already finished: skipped", cell.id)
+        return {"status": "skipped"}
+    folder.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(folder / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        return _run(cell, bench, regs, data, metrics, reference, folder, device, autocast)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _run(cell, bench, regs, data, metrics, reference, folder, device, autocast) -> dict[str, Any]:
+    torch.manual_seed(cell.seed)
+    prior = build_prior(cell, regs, data, device)
+    lr = cell.section.lr if cell.section.lr is not None else bench.budget.lr
+    resolved = {
+        "prior": cell.section.name, "label": cell.variant.label, "variant": cell.variant.name, "seed": cell.seed,
+        "params": to_dict(prior.config), "sampling": cell.section.sampling, "lr": lr, "budget": asdict(bench.budget),
+        "parameters": count_parameters(prior), "latent_shape": list(data.latent_shape), "codebook_size": data.codebook_size,
+    }  # fmt: skip
+    write_json(folder / "config.json", resolved)
+    started = time.monotonic()
+    if prior.trainable:
+        info = train_prior(prior, data.train, bench.budget, lr, cell.seed, folder / "train_state.pt", device, autocast)
+    else:
+        prior.fit(data.train.tensor().to(device))
+        info = {"steps": 0, "train_minutes": (time.monotonic() - started) / 60, "final_loss": float("nan")}
+    save_torch(folder / "prior.pt", {"config": to_dict(prior.config), "state_dict": prior.state_dict()})
+    prior.eval()
+    samples, images, timing = sample_timed(
+        prior, data.tokenizer, bench.sampling.num_samples, bench.sampling.batch_size, cell.seed, device, autocast, cell.section.sampling
+    )
+    with atomic_path(folder / "samples.npy") as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, samples.numpy().astype(np.int32))
+    ctx = EvalContext(prior, data.tokenizer, data, samples, timing, cell.seed, device, autocast, cell.section.sampling, bench.sampling.batch_size)
+    if reference is not None and data.tokenizer is not None:
+        ctx.features = FeatureSet(
+            reference.extractor, reference.real, lambda: (images.split(bench.metrics.batch_size) if images is not None else _decoded(ctx, samples)),
+            device, len(samples),
+        )  # fmt: skip
+        shown = images if images is not None else ctx.decode(samples[: bench.sampling.grid_size**2])
+        save_grid(folder / "samples.png", shown, bench.sampling.grid_size)
+    values, columns = evaluate(ctx, metrics)
+    if ctx.artifacts:
+        save_inpainting_strip(folder / "inpainting.png", ctx.artifacts)
+    info |= {"parameters": count_parameters(prior), "supports": prior.supports, "notes": ctx.notes, "timing": timing}
+    write_json(folder / "metrics.json", {
+        "cell": cell.id, "label": cell.variant.label, "variant": cell.variant.name, "row": cell.variant.row, "seed": cell.seed,
+        "values": values, "columns": columns, "column_order": list(columns), "info": info,
+    })  # fmt: skip
+    return {"status": "done", "values": values}
+
+
+def _decoded(ctx: EvalContext, samples: torch.Tensor):
+    for codes in samples.split(ctx.batch_size):
+        yield ctx.decode(codes)

@@ -1,0 +1,128 @@
+"""Timed sampling of a cell and the context metrics compute from."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from ..config import parse
+from ..interfaces import Prior, Tokenizer
+from ..metrics.features import FeatureSet
+from ..metrics.timing import PeakMemory, Stopwatch
+from ..plugins import Registries
+from .data import DataBundle, decode_to_uint8
+from .schema import MetricsSection
+
+
+def generator(device: torch.device, seed: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+@torch.inference_mode()
+def sample_timed(
+    prior: Prior, tokenizer: Tokenizer | None, n: int, batch_size: int, seed: int, device: torch.device,
+    autocast: Callable[[], Any], options: dict[str, Any], keep_images_bytes: int = 1 << 30,
+) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, float]]:
+    """Sample ``n`` grids (and decode them), timing sampling and decoding separately after one untimed warm-up batch.
+
+    Returns (codes, uint8 images or None when they would exceed ``keep_images_bytes``, timing)."""
+    shape = prior.latent_shape
+    with autocast():  # warm-up: kernels, allocator, caches
+        warm = prior.sample(min(batch_size, n), shape, generator(device, seed + 7919), **options)
+        if tokenizer is not None:
+            tokenizer.decode(warm[:batch_size].to(device))
+    g = generator(device, seed)
+    sample_watch, decode_watch = Stopwatch(device), Stopwatch(device)
+    codes, images, nfe = [], [], 0.0
+    keep = tokenizer is not None
+    with PeakMemory(device) as memory:
+        for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            with sample_watch, autocast():
+                batch = prior.sample(b, shape, g, **options)
+            nfe += prior.last_nfe * b
+            codes.append(batch.cpu())
+            if tokenizer is not None:
+                with decode_watch:
+                    decoded = tokenizer.decode(batch.to(device))
+                if keep:
+                    images.append(decoded.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu())
+                    keep = sum(i.numel() for i in images) < keep_images_bytes
+    timing = {
+        "sample_s_per_img": sample_watch.seconds / n,
+        "decode_s_per_img": decode_watch.seconds / n if tokenizer is not None else math.nan,
+        "total_s_per_img": (sample_watch.seconds + decode_watch.seconds) / n,
+        "nfe": nfe / n,
+        "peak_mem_mb": memory.peak_mb,
+        "batch_size": float(batch_size),
+    }
+    return torch.cat(codes), (torch.cat(images) if keep and images else None), timing
+
+
+@dataclass
+class EvalContext:
+    prior: Prior
+    tokenizer: Tokenizer | None
+    data: DataBundle
+    samples: torch.Tensor
+    timing: dict[str, float]
+    seed: int
+    device: torch.device
+    autocast: Callable[[], Any]
+    options: dict[str, Any]
+    batch_size: int
+    features: FeatureSet | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+    artifacts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def test_codes(self) -> torch.Tensor:
+        return self.data.test.tensor()
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return decode_to_uint8(self.tokenizer, codes, self.device, self.batch_size)
+
+    def inpainting_inputs(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.data.reference_images(count, self.decode)
+
+    @torch.inference_mode()
+    def inpaint(self, codes: torch.Tensor, keep_mask: torch.Tensor) -> torch.Tensor:
+        g = generator(self.device, self.seed + 104729)
+        out = []
+        for c, k in zip(codes.split(self.batch_size), keep_mask.split(self.batch_size)):
+            with self.autocast():
+                out.append(self.prior.inpaint(c.to(self.device), k.to(self.device), g, **self.options).cpu())
+        return torch.cat(out)
+
+    @torch.inference_mode()
+    def held_out_nll(self) -> float:
+        g = generator(self.device, self.seed + 15485863)
+        values = [self.prior.nll(c.to(self.device), generator=g).double().cpu() for c in self.test_codes.split(self.batch_size)]
+        return float(torch.cat(values).mean())
+
+
+def metric_configs(metrics: MetricsSection, regs: Registries) -> dict[str, tuple[Any, Any]]:
+    """Validated (metric, config) per enabled metric; fails before any work on a bad setting."""
+    out = {}
+    for name in metrics.enabled:
+        cls = regs.metrics.get(name, "metrics.enabled")
+        out[name] = (cls(), parse(cls.Config, metrics.settings.get(name, {}), f"metrics.{name}"))
+    for name in metrics.settings:
+        regs.metrics.get(name, f"metrics.{name}")
+    return out
+
+
+def evaluate(ctx: EvalContext, configured: dict[str, tuple[Any, Any]]) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """(values, column metadata in display order: direction, label, digits, group)."""
+    values: dict[str, float] = {}
+    columns: dict[str, dict[str, Any]] = {}
+    for metric, config in configured.values():
+        cols = metric.columns(config)
+        columns.update({name: {**asdict(col), "group": metric.group} for name, col in cols.items()})
+        if metric.needs_images and (ctx.tokenizer is None or ctx.features is None):
+            values.update({name: math.nan for name in cols})
+            continue
+        values.update(metric.compute(ctx, config))
+    return values, columns

@@ -1,0 +1,212 @@
+"""The benchmark YAML schema, validated key by key (unknown keys get a did-you-mean)."""
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ..config import in_unit_interval, parse, positive, set_dotted
+from ..errors import ConfigError, DataError
+from ..registry import did_you_mean
+
+DEFAULT_METRICS = ["fid", "kid", "prdc", "nll", "latent_stats", "sample_time", "inpainting"]
+
+
+@dataclass
+class DatasetSection:
+    name: str
+    resolution: int = 32
+    params: dict[str, Any] = field(default_factory=dict)
+    test_fraction: float = 0.1
+    split_seed: int = 0
+
+    def validate(self, key: str) -> None:
+        positive(key, "resolution", self.resolution)
+        in_unit_interval(key, "test_fraction", self.test_fraction)
+
+
+@dataclass
+class TokenizerSection:
+    name: str = "vqgan"
+    preset: str | None = None  # train this architecture preset ...
+    params: dict[str, Any] = field(default_factory=dict)  # ... with these architecture overrides
+    train: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None  # ... or load a trained tokenizer
+    config: str | None = None  # its YAML (taming checkpoints)
+    seed: int = 0
+
+    def validate(self, key: str) -> None:
+        if (self.preset is None) == (self.checkpoint is None):
+            raise ConfigError(key, "give exactly one of `preset` (train a tokenizer) or `checkpoint` (load one)")
+
+
+@dataclass
+class LatentsSection:
+    """Start from existing latent datasets instead of images."""
+
+    train: str
+    test: str
+
+
+@dataclass
+class PriorSection:
+    name: str
+    label: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    sweep: dict[str, list[Any]] = field(default_factory=dict)  # dotted keys into params → values; cartesian product
+    lr: float | None = None  # overrides budget.lr for this prior
+    sampling: dict[str, Any] = field(default_factory=dict)  # extra options passed to sample()/inpaint()
+
+    def validate(self, key: str) -> None:
+        for dotted, values in self.sweep.items():
+            if not values:
+                raise ConfigError(f"{key}.sweep.{dotted}", "needs at least one value")
+
+
+@dataclass
+class BudgetSection:
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float | None = 1.0
+    max_minutes: float | None = None  # wall-clock cap per cell
+    checkpoint_every: int = 250
+
+    def validate(self, key: str) -> None:
+        for name in ("steps", "batch_size", "lr", "checkpoint_every"):
+            positive(key, name, getattr(self, name))
+        positive(key, "max_minutes", self.max_minutes)
+
+
+@dataclass
+class SamplingSection:
+    num_samples: int = 256
+    batch_size: int = 64
+    grid_size: int = 8  # samples per side of the PNG grid
+
+    def validate(self, key: str) -> None:
+        positive(key, "num_samples", self.num_samples)
+        positive(key, "batch_size", self.batch_size)
+
+
+@dataclass
+class MetricsSection:
+    enabled: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+    feature_extractor: str = "inception-v3-compat"
+    feature_weights: str | None = None
+    allow_random_features: bool = False  # offline: seeded random feature network, labelled in the report
+    feature_seed: int = 0
+    num_real: int = 1000  # held-out real images for the reference statistics
+    batch_size: int = 32
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-metric settings (from metrics.<name>)
+
+
+@dataclass
+class Benchmark:
+    name: str
+    priors: list[PriorSection]
+    dataset: DatasetSection | None = None
+    tokenizer: TokenizerSection | None = None
+    latents: LatentsSection | None = None
+    seeds: list[int] = field(default_factory=lambda: [0])
+    budget: BudgetSection = field(default_factory=BudgetSection)
+    sampling: SamplingSection = field(default_factory=SamplingSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    threads: int | None = None
+    out: str | None = None  # default results/<name>
+    cache: str | None = None  # default results/.cache
+
+    def validate(self, key: str) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
+            raise ConfigError("name", f"use letters, digits, '_', '-', '.' only (it names the results folder), got {self.name!r}")
+        if not self.priors:
+            raise ConfigError("priors", "list at least one prior")
+        if self.latents is None and (self.dataset is None or self.tokenizer is None):
+            raise ConfigError("dataset", "give `dataset` and `tokenizer` (start from images) or `latents` (start from codes)")
+        if not self.seeds:
+            raise ConfigError("seeds", "list at least one seed")
+        labels = [p.label or p.name for p in self.priors]
+        dupes = {label for label in labels if labels.count(label) > 1}
+        if dupes:
+            raise ConfigError("priors", f"labels must be unique; {sorted(dupes)} repeat (set `label:` on each)")
+
+
+def split_metric_settings(data: dict[str, Any], metric_names: list[str]) -> dict[str, Any]:
+    """Move ``metrics.<metric name>: {...}`` blocks into ``metrics.settings``."""
+    metrics = dict(data.get("metrics") or {})
+    settings = dict(metrics.pop("settings", {}) or {})
+    for name in list(metrics):
+        if name in metric_names:
+            settings[name] = metrics.pop(name) or {}
+    metrics["settings"] = settings
+    return {**data, "metrics": metrics}
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: benchmark file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise DataError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def parse_benchmark(data: dict[str, Any], metric_names: list[str], overrides: list[tuple[str, Any]] = ()) -> Benchmark:
+    data = yaml.safe_load(yaml.safe_dump(data))  # deep copy of plain values
+    for dotted, value in overrides:
+        set_dotted(data, dotted, value)
+    data = split_metric_settings(data, metric_names)
+    bench = parse(Benchmark, data)
+    for name in bench.metrics.enabled:
+        if name not in metric_names:
+            raise ConfigError("metrics.enabled", f"unknown metric '{name}'{did_you_mean(name, metric_names)} (known: {', '.join(metric_names)})")
+    return bench
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One point of a prior's sweep: its params and a short name like ``resample=2d,rotary=1d``."""
+
+    label: str
+    name: str
+    params: dict[str, Any]
+
+    @property
+    def row(self) -> str:
+        return f"{self.label} [{self.name}]" if self.name else self.label
+
+
+def expand_variants(prior: PriorSection, key: str) -> list[Variant]:
+    label = prior.label or prior.name
+    if not prior.sweep:
+        return [Variant(label, "", dict(prior.params))]
+    keys = list(prior.sweep)
+    variants = []
+    for values in itertools.product(*(prior.sweep[k] for k in keys)):
+        params = yaml.safe_load(yaml.safe_dump(prior.params))
+        for dotted, value in zip(keys, values):
+            set_dotted(params, dotted, value)
+        name = ",".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in zip(keys, values))
+        variants.append(Variant(label, name, params))
+    return variants
+
+
+def _short(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip().replace(" ", "")
+
+
+def cell_id(variant: Variant, seed: int) -> str:
+    raw = f"{variant.label}__{variant.name}__seed{seed}" if variant.name else f"{variant.label}__seed{seed}"
+    return re.sub(r"[^A-Za-z0-9_.=,-]+", "-", raw)
