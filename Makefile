@@ -8,7 +8,6 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints/ci.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade "pip>=23"
 	$(PY) -m pip install -q -c constraints/ci.txt -e '.[test]'
 	touch $@
 

@@ -47,12 +47,14 @@ def coerce(tp: Any, value: Any, key: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own, more specific error
+            return coerce(options[0], value, key)
+        for arg in options:
             try:
                 return coerce(arg, value, key)
-            except ConfigError as err:
-                errors.append(err)
+            except ConfigError:
+                continue
         raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value not in get_args(tp):

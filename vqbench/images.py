@@ -22,17 +22,21 @@ def grid(images: torch.Tensor, columns: int, pad: int = 2) -> np.ndarray:
     return canvas
 
 
-def save_png(path: str | Path, array: np.ndarray, min_side: int = 256) -> None:
+def save_png(path: str | Path, array: np.ndarray, scale: int = 1) -> None:
     image = Image.fromarray(array)
-    scale = max(1, math.ceil(min_side / min(image.size)))
     if scale > 1:  # small images are enlarged without smoothing so codes stay visible
         image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
 
 
+def tile_scale(images: torch.Tensor, min_tile: int = 64) -> int:
+    """Integer enlargement so every tile is at least ``min_tile`` pixels high."""
+    return max(1, math.ceil(min_tile / images.shape[-2]))
+
+
 def save_grid(path: str | Path, images: torch.Tensor, columns: int) -> None:
-    save_png(path, grid(images[: columns * columns], columns))
+    save_png(path, grid(images[: columns * columns], columns), tile_scale(images))
 
 
 def save_inpainting_strip(path: str | Path, rows: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
@@ -40,4 +44,4 @@ def save_inpainting_strip(path: str | Path, rows: dict[str, tuple[torch.Tensor, 
     blocks = [grid(torch.cat([orig, masked, result]), columns=len(orig) * 3) for orig, masked, result in rows.values()]
     width = max(b.shape[1] for b in blocks)
     padded = [np.pad(b, ((0, 0), (0, width - b.shape[1]), (0, 0)), constant_values=255) for b in blocks]
-    save_png(path, np.concatenate(padded))
+    save_png(path, np.concatenate(padded), tile_scale(next(iter(rows.values()))[0]))

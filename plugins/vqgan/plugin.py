@@ -125,7 +125,10 @@ class VQGAN(Tokenizer):
         if any(k.startswith(prefix) for k in weights):
             weights = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
         weights = {k: v for k, v in weights.items() if not k.startswith("loss.") and k != "quantize.used"}
-        missing, unexpected = self.load_state_dict(weights, strict=False)
+        try:
+            missing, unexpected = self.load_state_dict(weights, strict=False)
+        except RuntimeError as err:  # shape mismatches
+            missing, unexpected = [str(err).split("\n")[1].strip()], []
         if missing or unexpected:
             raise DataError(
                 f"{source}: state dict does not match the VQ-GAN architecture "

@@ -128,14 +128,14 @@ def train_vqgan(
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
-            stats["d_loss"] = float(d_loss)
+            stats["d_loss"] = d_loss.item()
         usage += torch.bincount(codes.flatten().cpu(), minlength=model.codebook_size)
         step += 1
         if cfg.dead_code_restart_every and step % cfg.dead_code_restart_every == 0 and step < cfg.steps * 0.8:
             with torch.no_grad():
                 restarts += model.quantize.restart_dead_codes(usage, model.pre_quant(x), gen)
             usage.zero_()
-        stats.update(loss=float(loss), rec_loss=float(rec_loss), q_loss=float(q_loss))
+        stats.update(loss=loss.item(), rec_loss=rec_loss.item(), q_loss=q_loss.item())
         bar.update(1)
         bar.set_postfix(rec=f"{stats['rec_loss']:.3f}")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -35,7 +36,8 @@ def load_lpips(net: str = "alex", seed: int = 0, spatial: bool = False) -> tuple
     real = backbone_weights_available(net)
     if not real:
         log.warning("LPIPS %s backbone weights not in %s: using a random backbone (seed %d)", net, torch.hub.get_dir(), seed)
-    with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(io.StringIO()):
+    with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")  # lpips' `pretrained=` call
         torch.manual_seed(seed)
         model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=not real, spatial=spatial, verbose=False)
     model.eval().requires_grad_(False)

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import torch
+from tqdm.auto import tqdm
 
 from ..config import parse
 from ..interfaces import Prior, Tokenizer
@@ -37,7 +38,7 @@ def sample_timed(
     sample_watch, decode_watch = Stopwatch(device), Stopwatch(device)
     codes, images, nfe = [], [], 0.0
     keep = tokenizer is not None
-    with PeakMemory(device) as memory:
+    with PeakMemory(device) as memory, tqdm(total=n, desc="sample", unit="img", leave=False) as bar:
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             with sample_watch, autocast():
@@ -50,6 +51,7 @@ def sample_timed(
                 if keep:
                     images.append(decoded.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu())
                     keep = sum(i.numel() for i in images) < keep_images_bytes
+            bar.update(b)
     timing = {
         "sample_s_per_img": sample_watch.seconds / n,
         "decode_s_per_img": decode_watch.seconds / n if tokenizer is not None else math.nan,

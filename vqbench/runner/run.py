@@ -117,12 +117,12 @@ def run_benchmark(bench: Benchmark, regs: Registries, out: Path | None = None, d
     """Run every cell not finished yet and write the report; returns the results folder."""
     from ..report import write_report
 
-    device = resolve_device(device_name or bench.device)
-    if bench.threads:
-        torch.set_num_threads(bench.threads)
     cells = plan_cells(bench, regs)
     configured = metric_configs(bench.metrics, regs)
     preflight(bench, regs)  # bad input fails here, before anything is written
+    device = resolve_device(device_name or bench.device)
+    if bench.threads:
+        torch.set_num_threads(bench.threads)
     out = Path(out or bench.out or Path("results") / bench.name)
     cache = Path(bench.cache or Path("results") / ".cache")
     out.mkdir(parents=True, exist_ok=True)

@@ -72,7 +72,7 @@ def train_prior(
         if budget.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, budget.grad_clip)
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         step += 1
         elapsed = time.monotonic() - start
         bar.update(1)

@@ -1,0 +1,170 @@
+"""End to end through the CLI: a smoke benchmark, reruns, report rebuild, bad input, failures, latent-only runs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+import vqbench.plugins as plugins
+from vqbench import latents
+from vqbench.cli import main
+from vqbench.runner.schema import BudgetSection
+from vqbench.runner.train import train_prior
+
+from . import example_plugin
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, config: dict) -> str:
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_smoke_benchmark_end_to_end(smoke_config, tmp_path, capsys):
+    smoke_config["priors"].append({"name": "independent", "label": "sharp", "sweep": {"temperature": [0.5, 0.8]}})
+    assert main(["run", write(tmp_path, smoke_config)]) == 0
+    out = Path(smoke_config["out"])
+    report = (out / "report.md").read_text()
+    for row in ("| independent ", "| sharp [temperature=0.5]", "| sharp [temperature=0.8]"):
+        assert row in report
+    assert "random weights" in report and "nearest_k = 3" in report and "## Inpainting" in report
+    table = pd.read_csv(out / "report.csv", index_col="prior")
+    assert len(table) == 3 and {"fid", "kid", "precision", "recall", "density", "coverage", "nll_bpt", "inpaint_center_lpips", "total_s_per_img"} <= set(table.columns)
+    assert np.isfinite(table[["fid", "nll_bpt", "inpaint_strokes_psnr", "sample_s_per_img"]].to_numpy()).all()
+    assert (table["nfe"] == 0).all()  # the independent prior runs no network
+    assert "\\begin{tabular}" in (out / "report.tex").read_text()
+    cell = out / "runs" / "independent__seed0"
+    for name in ("config.json", "metrics.json", "samples.npy", "samples.png", "inpainting.png", "prior.pt", "log.txt"):
+        assert (cell / name).is_file(), name
+    samples = np.load(cell / "samples.npy")
+    assert samples.shape == (24, 4, 4) and samples.max() < 32
+    protocol = json.loads((out / "protocol.json").read_text())
+    assert protocol["latents"]["shape"] == [4, 4] and protocol["features"]["real_weights"] is False
+    cached = list((Path(smoke_config["cache"]) / "latents").iterdir())
+    assert len(cached) == 2 and all(latents.open(p).meta["tokenizer"]["checkpoint_sha256"] for p in cached)
+
+    # rerun: every cell is skipped, the tokenizer and latents come from the cache
+    stamp = (cell / "metrics.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["run", write(tmp_path, smoke_config)]) == 0
+    assert (cell / "metrics.json").stat().st_mtime_ns == stamp
+    assert "already finished: skipped" in (out / "run.log").read_text()
+
+    # the report rebuilds from results alone, identically
+    before = (out / "report.md").read_text()
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").read_text() == before
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"budget": {"stesp": 3}}, "budget.stesp: unknown key — did you mean 'steps'?"),
+        ({"budget": {"steps": "ten"}}, "budget.steps: expected an integer"),
+        ({"priors": [{"name": "independant"}]}, "unknown prior 'independant' — did you mean 'independent'?"),
+        ({"priors": [{"name": "independent", "params": {"smoothin": 1}}]}, "priors[0].params.smoothin: unknown key — did you mean 'smoothing'?"),
+        ({"tokenizer": {"checkpoint": "missing.pt"}}, "tokenizer.checkpoint: 'missing.pt' does not exist"),
+        ({"dataset": {"name": "toyface"}}, "unknown dataset 'toyface' — did you mean 'toyfaces'?"),
+        ({"metrics": {"feature_extractor": "inceptoin-v3-compat"}}, "did you mean 'inception-v3-compat'?"),
+    ],
+)
+def test_bad_input_exits_2_naming_the_key_and_writes_nothing(smoke_config, tmp_path, capsys, change, message):
+    for key, value in change.items():
+        smoke_config[key] = value if key == "priors" or not isinstance(smoke_config.get(key), dict) else {**smoke_config[key], **value}
+    if "checkpoint" in smoke_config["tokenizer"]:
+        smoke_config["tokenizer"] = {"checkpoint": "missing.pt"}
+    assert main(["run", write(tmp_path, smoke_config)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not Path(smoke_config["out"]).exists() and not Path(smoke_config["cache"]).exists()
+
+
+def test_missing_benchmark_file_and_bad_override(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml: benchmark file not found" in capsys.readouterr().err
+    assert main(["validate", str(REPO / "benchmarks" / "quickstart.yaml"), "--set", "novalue"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_ffhq_benchmark_plans_without_data_and_stops_before_work(tmp_path, capsys):
+    bench = str(REPO / "benchmarks" / "ffhq1024.yaml")
+    assert main(["run", bench, "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert "32×32 = 1024 tokens, 8192 codes" in plan and "megapixel-f32" in plan
+    out = tmp_path / "ffhq"
+    assert main(["run", bench, "--out", str(out), "--set", f"dataset.params.path={tmp_path / 'ffhq-images'}"]) == 2
+    err = capsys.readouterr().err
+    assert "dataset.params.path" in err and "ffhq-images" in err and "--set dataset.params.path=" in err
+    assert not out.exists()
+
+
+def test_nan_loss_stops_only_that_cell(smoke_config, tmp_path):
+    plugins.register_plugin(example_plugin)
+    smoke_config["priors"] = [{"name": "nan_prior"}, {"name": "table"}]
+    smoke_config["metrics"]["enabled"] = ["nll", "latent_stats"]
+    assert main(["run", write(tmp_path, smoke_config)]) == 0
+    out = Path(smoke_config["out"])
+    failed = json.loads((out / "runs" / "nan_prior__seed0" / "failed.json").read_text())
+    assert "prior loss became nan at step 0" in failed["error"]
+    assert (out / "runs" / "table__seed0" / "metrics.json").is_file()
+    assert "failed: `nan_prior__seed0`" in (out / "report.md").read_text()
+
+
+def test_interrupted_training_resumes_exactly(tmp_path):
+    plugins.register_plugin(example_plugin)
+    codes = np.random.default_rng(0).integers(0, 8, size=(64, 2, 2))
+    data = latents.open(latents.write(tmp_path / "lat", codes, 8))
+
+    def trained(steps: int, checkpoint: Path):
+        torch.manual_seed(0)
+        prior = example_plugin.TablePrior(example_plugin.TableConfig(init_scale=0.1), 8, (2, 2))
+        budget = BudgetSection(steps=steps, batch_size=8, checkpoint_every=3)
+        info = train_prior(prior, data, budget, 0.05, seed=1, checkpoint=checkpoint, device=torch.device("cpu"), autocast=lambda: torch.autocast("cpu", enabled=False))
+        return prior, info
+
+    straight, _ = trained(10, tmp_path / "a.pt")
+    trained(5, tmp_path / "b.pt")  # "interrupted" after 5 steps
+    resumed, info = trained(10, tmp_path / "b.pt")
+    assert info["steps"] == 10
+    torch.testing.assert_close(resumed.logits, straight.logits, rtol=0, atol=0)
+
+
+def test_latent_only_benchmark_reports_latent_metrics(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    latents.write(tmp_path / "train", rng.integers(0, 16, size=(200, 3, 3)), 16)
+    latents.write(tmp_path / "test", rng.integers(0, 16, size=(50, 3, 3)), 16)
+    config = {
+        "name": "latent-only", "latents": {"train": str(tmp_path / "train"), "test": str(tmp_path / "test")},
+        "priors": [{"name": "independent"}], "sampling": {"num_samples": 20, "batch_size": 10},
+        "out": str(tmp_path / "out"), "cache": str(tmp_path / "cache"), "device": "cpu",
+    }  # fmt: skip
+    assert main(["run", write(tmp_path, config)]) == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "Image metrics off" in report and "latent-level metrics only" in report
+    table = pd.read_csv(tmp_path / "out" / "report.csv", index_col="prior")
+    assert np.isnan(table.loc["independent", "fid"]) and table.loc["independent", "nll_bpt"] == pytest.approx(4.0, abs=0.15)
+
+
+def test_encode_command_writes_a_valid_latent_dataset(tmp_path, capsys):
+    import vqbench
+
+    from PIL import Image
+
+    cls = vqbench.registries().tokenizers.get("vqgan")
+    torch.manual_seed(0)
+    cls.from_preset("tiny", {"n_embed": 32, "ddconfig": {"resolution": 16, "ch": 16}}).save(tmp_path / "tok.pt")
+    (tmp_path / "imgs").mkdir()
+    for i in range(5):
+        Image.fromarray(np.full((20, 24, 3), i * 40, dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+    args = ["encode", "--checkpoint", str(tmp_path / "tok.pt"), "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "lat"), "--device", "cpu"]
+    assert main(args) == 0
+    ds = latents.open(tmp_path / "lat")
+    assert len(ds) == 5 and ds.latent_shape == (4, 4) and ds.meta["source"]["resolution"] == 16
