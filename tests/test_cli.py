@@ -168,3 +168,12 @@ def test_encode_command_writes_a_valid_latent_dataset(tmp_path, capsys):
     assert main(args) == 0
     ds = latents.open(tmp_path / "lat")
     assert len(ds) == 5 and ds.latent_shape == (4, 4) and ds.meta["source"]["resolution"] == 16
+
+
+def test_bf16_autocast_run(smoke_config, tmp_path):
+    smoke_config["precision"] = "bf16"
+    smoke_config["metrics"]["enabled"] = ["fid", "nll", "sample_time"]
+    assert main(["run", write(tmp_path, smoke_config)]) == 0
+    table = pd.read_csv(Path(smoke_config["out"]) / "report.csv", index_col="prior")
+    assert np.isfinite(table.loc["independent", ["fid", "nll_bpt"]].astype(float)).all()
+    assert "precision bf16" in (Path(smoke_config["out"]) / "report.md").read_text()

@@ -5,19 +5,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from vqbench.config import positive
 from vqbench.errors import TrainingDiverged
 from vqbench.interfaces import ImageSource
 from vqbench.io import load_torch, save_torch
+from vqbench.training import StepLoop
 from vqbench.metrics.lpips_net import load_lpips
 
 from .discriminator import PatchDiscriminator, diff_augment, hinge_d_loss
@@ -79,29 +78,26 @@ def train_vqgan(
     opt_g = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=cfg.betas)
     usage = torch.zeros(model.codebook_size, dtype=torch.long)
-    step, restarts = 0, 0
+    step, elapsed, restarts = 0, 0.0, 0
     if checkpoint.is_file():
         state = load_torch(checkpoint, map_location=device)
         model.load_state_dict(state["model"])
         disc.load_state_dict(state["disc"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
-        usage, step, restarts = state["usage"].cpu(), int(state["step"]), int(state["restarts"])
+        usage, step, elapsed, restarts = state["usage"].cpu(), int(state["step"]), float(state["elapsed"]), int(state["restarts"])
         log.info("resuming tokenizer training from %s at step %d", checkpoint, step)
 
     def save() -> None:
         save_torch(checkpoint, {
-            "model": model.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
-            "opt_d": opt_d.state_dict(), "usage": usage, "step": step, "restarts": restarts,
+            "model": model.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+            "usage": usage, "step": loop.step, "elapsed": loop.elapsed, "restarts": restarts,
         })  # fmt: skip
 
+    loop = StepLoop(cfg.steps, cfg.checkpoint_every, save, step, elapsed, cfg.max_minutes, "train tokenizer")
     last_layer = model.decoder.conv_out.weight
-    start, stats = time.monotonic(), {}
-    bar = tqdm(total=cfg.steps, initial=step, desc="train tokenizer", unit="step", leave=False)
-    while step < cfg.steps:
-        if cfg.max_minutes is not None and time.monotonic() - start > cfg.max_minutes * 60:
-            log.info("tokenizer wall-clock cap of %.1f min reached at step %d", cfg.max_minutes, step)
-            break
+    stats: dict[str, Any] = {}
+    for step in loop:
         gen = torch.Generator().manual_seed(seed * 1_000_003 + step)  # per-step stream: resuming is exact
         picks = indices[torch.randint(len(indices), (cfg.batch_size,), generator=gen).numpy()]
         x = source.batch(picks)[0].to(device)
@@ -130,18 +126,13 @@ def train_vqgan(
             opt_d.step()
             stats["d_loss"] = d_loss.item()
         usage += torch.bincount(codes.flatten().cpu(), minlength=model.codebook_size)
-        step += 1
-        if cfg.dead_code_restart_every and step % cfg.dead_code_restart_every == 0 and step < cfg.steps * 0.8:
+        done = step + 1
+        if cfg.dead_code_restart_every and done % cfg.dead_code_restart_every == 0 and done < cfg.steps * 0.8:
             with torch.no_grad():
                 restarts += model.quantize.restart_dead_codes(usage, model.pre_quant(x), gen)
             usage.zero_()
         stats.update(loss=loss.item(), rec_loss=rec_loss.item(), q_loss=q_loss.item())
-        bar.update(1)
-        bar.set_postfix(rec=f"{stats['rec_loss']:.3f}")
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save()
-    bar.close()
-    save()
+        loop.show(rec=stats["rec_loss"])
     model.eval()
-    stats.update(steps=step, dead_code_restarts=restarts, lpips_real_weights=lpips_real, minutes=(time.monotonic() - start) / 60)
+    stats.update(steps=loop.step, dead_code_restarts=restarts, lpips_real_weights=lpips_real, minutes=loop.elapsed / 60)
     return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in stats.items()}

@@ -3,17 +3,16 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import TrainingDiverged
 from ..interfaces import Prior
 from ..io import load_torch, save_torch
 from ..latents import LatentDataset
+from ..training import StepLoop
 from .schema import BudgetSection
 
 log = logging.getLogger(__name__)
@@ -47,16 +46,13 @@ def train_prior(
         log.info("resuming from %s at step %d", checkpoint, step)
 
     def save() -> None:
-        save_torch(checkpoint, {"prior": prior.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "elapsed": elapsed, "losses": losses})
+        state = {"prior": prior.state_dict(), "optimizer": optimizer.state_dict(), "losses": losses}
+        save_torch(checkpoint, state | {"step": loop.step, "elapsed": loop.elapsed})
 
+    loop = StepLoop(budget.steps, budget.checkpoint_every, save, step, elapsed, budget.max_minutes, "train prior")
     labels_all = torch.from_numpy(data.labels[:, 0].astype("int64")) if use_labels and data.labels is not None else None
     prior.train()
-    start = time.monotonic() - elapsed
-    bar = tqdm(total=budget.steps, initial=step, desc="train prior", unit="step", leave=False)
-    while step < budget.steps:
-        if budget.max_minutes is not None and time.monotonic() - start > budget.max_minutes * 60:
-            log.info("wall-clock cap of %.1f min reached at step %d", budget.max_minutes, step)
-            break
+    for step in loop:
         torch.manual_seed(seed * 1_000_003 + step)
         idx = torch.randint(len(data), (budget.batch_size,)).sort().values.numpy()
         codes = data.tensor(idx).to(device)
@@ -73,14 +69,7 @@ def train_prior(
             torch.nn.utils.clip_grad_norm_(params, budget.grad_clip)
         optimizer.step()
         losses.append(loss.item())
-        step += 1
-        elapsed = time.monotonic() - start
-        bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        if step % budget.checkpoint_every == 0 or step == budget.steps:
-            save()
-    bar.close()
-    save()
+        loop.show(loss=losses[-1])
     prior.eval()
     tail = losses[-max(1, len(losses) // 10) :]
-    return {"steps": step, "train_minutes": elapsed / 60, "final_loss": sum(tail) / len(tail) if tail else math.nan}
+    return {"steps": loop.step, "train_minutes": loop.elapsed / 60, "final_loss": sum(tail) / len(tail) if tail else math.nan}
