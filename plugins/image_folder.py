@@ -39,6 +39,8 @@ def to_rgb_square(image: Image.Image, resolution: int) -> np.ndarray:
 
 
 class ImageFolder(ImageSource):
+    """A folder of jpg/png/webp images (recursive), converted to RGB, resized and centre-cropped."""
+
     Config = ImageFolderConfig
 
     def __init__(self, config: ImageFolderConfig, resolution: int):

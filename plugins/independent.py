@@ -26,6 +26,8 @@ class IndependentConfig:
 
 
 class IndependentPrior(Prior):
+    """Per-position categorical from smoothed code counts: exact NLL, sampling, inpainting (no network)."""
+
     Config = IndependentConfig
     trainable = False
     supports_inpainting = True

@@ -103,6 +103,8 @@ def render(factors: np.ndarray, colour_noise: np.ndarray, resolution: int) -> np
 
 
 class ToyFaces(ImageSource):
+    """Procedural face-like images with known generative factors as labels (offline FFHQ stand-in)."""
+
     Config = ToyFacesConfig
     label_names = LABEL_NAMES
 

@@ -39,6 +39,8 @@ def kid_from_features(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100
 
 
 class FIDMetric(Metric):
+    """Fréchet distance between feature statistics of decoded samples and held-out real images."""
+
     needs_images = True
 
     def columns(self, config) -> dict[str, Column]:
@@ -49,6 +51,8 @@ class FIDMetric(Metric):
 
 
 class KIDMetric(Metric):
+    """Kernel distance (unbiased polynomial MMD² over random subsets), torch-fidelity's estimator."""
+
     needs_images = True
 
     @dataclass

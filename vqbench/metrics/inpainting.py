@@ -38,6 +38,8 @@ class InpaintingConfig:
 
 
 class InpaintingMetric(Metric):
+    """Mask suite (centre, halves, strokes): LPIPS in the mask, PSNR of the kept region, FID of the results."""
+
     Config = InpaintingConfig
     needs_images = True
     group = "inpainting"

@@ -31,6 +31,8 @@ def codebook_stats(codes: torch.Tensor, codebook_size: int) -> dict[str, float]:
 
 
 class LatentStatsMetric(Metric):
+    """Token-histogram KL of samples to held-out data, codebook usage and code perplexity of samples."""
+
     def columns(self, config) -> dict[str, Column]:
         return {
             "token_kl": Column("lower", "token KL (bits)", 4),
