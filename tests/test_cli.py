@@ -177,3 +177,18 @@ def test_bf16_autocast_run(smoke_config, tmp_path):
     table = pd.read_csv(Path(smoke_config["out"]) / "report.csv", index_col="prior")
     assert np.isfinite(table.loc["independent", ["fid", "nll_bpt"]].astype(float)).all()
     assert "precision bf16" in (Path(smoke_config["out"]) / "report.md").read_text()
+
+
+def test_sundae_resampling_sweep_end_to_end(smoke_config, tmp_path):
+    backbone = {"dim": 32, "depth": [1, 1, 1], "heads": 2, "dim_head": 16}
+    smoke_config["priors"] = [{"name": "sundae", "params": {"backbone": backbone, "steps": 4, "min_steps": 2}, "sweep": {"backbone.resample": ["1d", "2d"]}}]
+    smoke_config["metrics"]["enabled"] = ["fid", "nll", "sample_time", "inpainting"]
+    smoke_config["metrics"]["inpainting"] = {"num_images": 4, "masks": ["center"]}
+    assert main(["run", write(tmp_path, smoke_config)]) == 0
+    table = pd.read_csv(Path(smoke_config["out"]) / "report.csv", index_col="prior")
+    assert list(table.index) == ["sundae [resample=1d]", "sundae [resample=2d]"]
+    assert table["nll_bpt"].isna().all()  # no tractable likelihood: n/a
+    assert np.isfinite(table[["fid", "inpaint_center_lpips", "inpaint_center_psnr"]].to_numpy()).all()
+    assert ((table["nfe"] >= 2) & (table["nfe"] <= 4)).all() and (table["parameters_m"] > 0).all()
+    report = (Path(smoke_config["out"]) / "report.md").read_text()
+    assert "| sundae [resample=2d]" in report and "n/a" in report

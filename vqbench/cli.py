@@ -107,6 +107,34 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_speed(args: argparse.Namespace) -> int:
+    import torch
+
+    from .config import set_dotted
+    from .errors import ConfigError
+    from .runner.run import resolve_device
+    from .speed import format_rows, measure
+
+    params: dict = {}
+    for key, value in _overrides(args.param):
+        set_dotted(params, key, value)
+    options = dict(_overrides(args.option))
+    try:
+        h, w = (int(v) for v in args.shape.lower().split("x"))
+    except ValueError:
+        raise ConfigError("--shape", f"expected HxW like 16x16, got {args.shape!r}") from None
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    rows = []
+    for precision in args.precision:
+        rows.append(measure(args.prior, params, (h, w), args.codebook, args.batch, args.samples, options, precision, device, args.decode_preset))
+        print(f"measured {precision}", file=sys.stderr)
+    print(f"prior {args.prior} {params} on {h}×{w} latents, {args.codebook} codes; sampling {options}; "
+          f"{args.threads} threads, device {device}")  # fmt: skip
+    print(format_rows(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vqbench", description="Matched benchmarks of discrete priors over VQ latents.")
     parser.add_argument("--version", action="version", version=f"vqbench {__version__}")
@@ -143,7 +171,26 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--batch-size", type=int, default=32)
     encode.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     encode.set_defaults(func=cmd_encode)
+    speed = sub.add_parser("speed", help="measure backbone tokens/s and sample s/img of a prior configuration")
+    speed.add_argument("prior", help="registered prior name, e.g. sundae")
+    speed.add_argument("--param", action="append", metavar="KEY=VALUE", help="prior parameter (dotted), e.g. backbone.dim=256")
+    speed.add_argument("--option", action="append", metavar="KEY=VALUE", help="sampling option, e.g. steps=20")
+    speed.add_argument("--shape", default="16x16", help="latent grid HxW (default 16x16)")
+    speed.add_argument("--codebook", type=int, default=1024)
+    speed.add_argument("--batch", type=int, default=8)
+    speed.add_argument("--samples", type=int, default=16, help="images sampled in the timed part")
+    speed.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
+    speed.add_argument("--threads", type=int, default=torch_threads_default())
+    speed.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    speed.add_argument("--decode-preset", help="also time decoding with a randomly initialised vqgan preset")
+    speed.set_defaults(func=cmd_speed)
     return parser
+
+
+def torch_threads_default() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def main(argv: list[str] | None = None) -> int:

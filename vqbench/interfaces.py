@@ -54,9 +54,14 @@ class Tokenizer(nn.Module, ABC):
 
 
 class Backbone(nn.Module, ABC):
-    """A network mapping codes (B×N) plus optional class labels to logits (B×N×V)."""
+    """A network mapping codes (B×N) plus optional class labels to logits (B×N×V).
+
+    Constructed as ``cls(config, vocab_size, num_logits, latent_shape, num_classes=0, causal=False)``: ``vocab_size``
+    input tokens (codes plus any special tokens a prior adds), ``num_logits`` output classes, raster order over
+    ``latent_shape``."""
 
     Config: ClassVar[type] = NoConfig
+    supports_causal: ClassVar[bool] = False
     causal: bool = False
 
     @abstractmethod

@@ -1,10 +1,12 @@
 """Shared transformer building blocks so priors and backbones compose instead of copying."""
-from .attention import KVCache, SelfAttention
-from .blocks import TransformerBlock
+from .attention import CrossAttention, KVCache, SelfAttention
+from .blocks import CrossBlock, TransformerBlock
 from .mlp import FeedForward
-from .rotary import apply_rotary, rotary_angles_1d, rotary_angles_2d
+from .rotary import apply_rotary, rotary_angles_1d, rotary_angles_2d, rotary_angles_axial
 
 __all__ = [
+    "CrossAttention",
+    "CrossBlock",
     "FeedForward",
     "KVCache",
     "SelfAttention",
@@ -12,4 +14,5 @@ __all__ = [
     "apply_rotary",
     "rotary_angles_1d",
     "rotary_angles_2d",
+    "rotary_angles_axial",
 ]

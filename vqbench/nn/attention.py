@@ -45,9 +45,12 @@ class SelfAttention(nn.Module):
     ) -> torch.Tensor:
         """``x``: B×N×dim. ``angles``: rotary angles for these N positions. With ``cache``, N new positions are
         appended after the cached ones (causal decoding)."""
-        q, k, v = rearrange(self.to_qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
+        qkv = rearrange(self.to_qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
         if angles is not None:
-            q, k = apply_rotary(q, angles), apply_rotary(k, angles)
+            q, k = apply_rotary(qkv[:2], angles).unbind(0)  # q and k rotated in one pass
+            v = qkv[2]
+        else:
+            q, k, v = qkv.unbind(0)
         past = 0
         if cache is not None:
             past = cache.length() if layer in cache.keys else 0
@@ -62,3 +65,20 @@ class SelfAttention(nn.Module):
 
     def _p(self) -> float:
         return self.dropout if self.training else 0.0
+
+
+class CrossAttention(nn.Module):
+    """Queries from ``x`` attend to keys/values from ``context`` (no causal mask, no rotary)."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, dropout: float = 0.0, context_dim: int | None = None):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.to_q = nn.Linear(dim, heads * dim_head, bias=False)
+        self.to_kv = nn.Linear(context_dim or dim, 2 * heads * dim_head, bias=False)
+        self.to_out = nn.Linear(heads * dim_head, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
+        k, v = rearrange(self.to_kv(context), "b m (two h d) -> two b h m d", two=2, h=self.heads)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.to_out(rearrange(out, "b h n d -> b n (h d)"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import KVCache, SelfAttention
+from .attention import CrossAttention, KVCache, SelfAttention
 from .mlp import FeedForward
 
 
@@ -25,4 +25,20 @@ class TransformerBlock(nn.Module):
         self, x: torch.Tensor, angles: torch.Tensor | None = None, cache: KVCache | None = None, layer: int = 0
     ) -> torch.Tensor:
         x = x + self.drop(self.attn(self.norm_attn(x), angles, cache, layer))
+        return x + self.drop(self.mlp(self.norm_mlp(x)))
+
+
+class CrossBlock(nn.Module):
+    """x + cross_attn(norm(x), norm(context)); x + mlp(norm(x))."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, mlp_ratio: float = 4.0, dropout: float = 0.0):
+        super().__init__()
+        self.norm_q, self.norm_context = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = CrossAttention(dim, heads, dim_head, dropout=dropout)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = FeedForward(dim, mlp_ratio, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm_q(x), self.norm_context(context)))
         return x + self.drop(self.mlp(self.norm_mlp(x)))

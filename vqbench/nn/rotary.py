@@ -20,20 +20,30 @@ def rotary_angles_1d(positions: torch.Tensor, rot_dim: int, theta: float = 10000
     return positions.float()[:, None] * freqs[None, :]
 
 
-def rotary_angles_2d(h: int, w: int, rot_dim: int, theta: float = 10000.0, device: torch.device | None = None) -> torch.Tensor:
-    """Axial angles (h·w)×(rot_dim/2) in raster order: half the rotary dims encode the row, half the column."""
+def rotary_angles_axial(rows: torch.Tensor, cols: torch.Tensor, rot_dim: int, theta: float = 10000.0) -> torch.Tensor:
+    """Axial angles N×(rot_dim/2) for (row, column) positions: half the rotary dims encode the row, half the column."""
     if rot_dim % 4:
         raise ValueError(f"axial 2D rotary needs a rotary dimension divisible by 4, got {rot_dim}")
-    rows = torch.arange(h, device=device).repeat_interleave(w)
-    cols = torch.arange(w, device=device).repeat(h)
     return torch.cat([rotary_angles_1d(rows, rot_dim // 2, theta), rotary_angles_1d(cols, rot_dim // 2, theta)], dim=-1)
 
 
+def rotary_angles_2d(h: int, w: int, rot_dim: int, theta: float = 10000.0, device: torch.device | None = None) -> torch.Tensor:
+    """Axial angles (h·w)×(rot_dim/2) for an h×w grid in raster order."""
+    rows = torch.arange(h, device=device).repeat_interleave(w)
+    cols = torch.arange(w, device=device).repeat(h)
+    return rotary_angles_axial(rows, cols, rot_dim, theta)
+
+
 def apply_rotary(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` (…×N×D) by ``angles`` (N×R/2, R ≤ D); channels past R pass through unchanged."""
+    """Rotate ``x`` (…×N×D) by ``angles`` (N×R/2, R ≤ D); channels past R pass through unchanged.
+
+    Channel i pairs with channel i + R/2: [x1, x2] → [x1·cos − x2·sin, x2·cos + x1·sin], computed in ``x``'s dtype
+    as one fused multiply-add (cos/sin tables are small and evaluated in float32 first)."""
     rot = angles.shape[-1] * 2
-    x_rot, x_pass = x[..., :rot], x[..., rot:]
-    x1, x2 = x_rot.float().chunk(2, dim=-1)
-    cos, sin = angles.cos(), angles.sin()
-    rotated = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
-    return torch.cat([rotated, x_pass], dim=-1) if x_pass.shape[-1] else rotated
+    cos = angles.cos().repeat(1, 2).to(x.dtype)
+    sin = angles.sin()
+    sin = torch.cat([-sin, sin], dim=-1).to(x.dtype)
+    y = x[..., :rot]
+    y1, y2 = y.chunk(2, dim=-1)
+    rotated = torch.addcmul(y * cos, torch.cat([y2, y1], dim=-1), sin)
+    return torch.cat([rotated, x[..., rot:]], dim=-1) if rot < x.shape[-1] else rotated

@@ -120,7 +120,7 @@ def _tokenizer(bench, regs, source, train_idx, cache, device, autocast) -> tuple
     train_defaults = getattr(tok_cls, "preset_training", {}).get(tc.preset, {})
     train_cfg = parse(tok_cls.TrainConfig, {**train_defaults, **tc.train}, "tokenizer.train")
     model = tok_cls.from_preset(tc.preset, tc.params)
-    key = fingerprint(tc.name, tc.preset, to_dict(model.config), to_dict(train_cfg), tc.seed, source.fingerprint(), train_idx.tolist())
+    key = fingerprint(tc.name, tc.preset, to_dict(model.config), to_dict(train_cfg), tc.seed, bench.precision, source.fingerprint(), train_idx.tolist())
     folder = cache / "tokenizers" / f"{tc.name}-{tc.preset}-{key}"
     final = folder / "tokenizer.pt"
     if final.is_file():

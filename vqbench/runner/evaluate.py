@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import parse
-from ..interfaces import Prior, Tokenizer
+from ..interfaces import Prior, Tokenizer, float_to_uint8
 from ..metrics.features import FeatureSet
 from ..metrics.timing import PeakMemory, Stopwatch
 from ..plugins import Registries
@@ -26,19 +26,21 @@ def sample_timed(
     prior: Prior, tokenizer: Tokenizer | None, n: int, batch_size: int, seed: int, device: torch.device,
     autocast: Callable[[], Any], options: dict[str, Any], keep_images_bytes: int = 1 << 30,
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, float]]:
-    """Sample ``n`` grids (and decode them), timing sampling and decoding separately after one untimed warm-up batch.
+    """Sample ``n`` grids (and decode them), timing sampling and decoding separately after one untimed warm-up batch
+    (seconds per image at ``batch_size``, device synchronised).
 
     Returns (codes, uint8 images or None when they would exceed ``keep_images_bytes``, timing)."""
     shape = prior.latent_shape
-    with autocast():  # warm-up: kernels, allocator, caches
-        warm = prior.sample(min(batch_size, n), shape, generator(device, seed + 7919), **options)
-        if tokenizer is not None:
-            tokenizer.decode(warm[:batch_size].to(device))
     g = generator(device, seed)
     sample_watch, decode_watch = Stopwatch(device), Stopwatch(device)
     codes, images, nfe = [], [], 0.0
     keep = tokenizer is not None
+    # memory is measured from before the warm-up: on CPU the allocator keeps the warm-up's working set resident
     with PeakMemory(device) as memory, tqdm(total=n, desc="sample", unit="img", leave=False) as bar:
+        with autocast():  # warm-up (untimed): kernels, allocator, caches
+            warm = prior.sample(min(batch_size, n), shape, generator(device, seed + 7919), **options)
+            if tokenizer is not None:
+                tokenizer.decode(warm.to(device))
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             with sample_watch, autocast():
@@ -49,7 +51,7 @@ def sample_timed(
                 with decode_watch:
                     decoded = tokenizer.decode(batch.to(device))
                 if keep:
-                    images.append(decoded.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu())
+                    images.append(float_to_uint8(decoded).cpu())
                     keep = sum(i.numel() for i in images) < keep_images_bytes
             bar.update(b)
     timing = {

@@ -1,0 +1,94 @@
+"""``transformer``: a flat pre-norm transformer over the raster sequence, bidirectional (BERT-style) or causal (GPT)
+with a key/value cache; learned absolute positions and/or rotary (1d over the raster index, 2d axial)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+import vqbench
+from vqbench.config import positive
+from vqbench.errors import ConfigError
+from vqbench.interfaces import Backbone
+from vqbench.nn import KVCache, TransformerBlock, rotary_angles_1d, rotary_angles_2d
+
+
+@dataclass
+class TransformerConfig:
+    dim: int = 512
+    depth: int = 24
+    heads: int = 8
+    dim_head: int = 64
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    abs_pos: bool = True
+    rotary: Literal["none", "1d", "2d"] = "none"
+    rotary_dim: int | None = None
+    class_conditional: bool = False
+
+    def validate(self, key: str) -> None:
+        for name in ("dim", "depth", "heads", "dim_head", "mlp_ratio"):
+            positive(key, name, getattr(self, name))
+        rot = self.rotary_dim or self.dim_head
+        if self.rotary != "none" and (rot > self.dim_head or rot % (4 if self.rotary == "2d" else 2)):
+            raise ConfigError(f"{key}.rotary_dim", f"must be ≤ dim_head and divisible by {4 if self.rotary == '2d' else 2}, got {rot}")
+
+
+# Unleashing Transformers' absorbing/AR network on 16×16 latents with 1024 codes.
+PRESETS = {"unleashing": {"dim": 512, "depth": 24, "heads": 8, "dim_head": 64, "abs_pos": True}}
+
+
+class Transformer(Backbone):
+    """Flat pre-norm transformer (bidirectional, or causal with a key/value cache)."""
+
+    Config = TransformerConfig
+    supports_causal = True
+    presets = PRESETS
+
+    def __init__(self, config: TransformerConfig, vocab_size: int, num_logits: int, latent_shape: tuple[int, int], num_classes: int = 0, causal: bool = False):
+        super().__init__()
+        self.config, self.causal, self.latent_shape = config, causal, tuple(latent_shape)
+        h, w = self.latent_shape
+        self.embed = nn.Embedding(vocab_size, config.dim)
+        self.pos = nn.Parameter(torch.randn(1, h * w, config.dim) * 0.02) if config.abs_pos else None
+        self.class_embed = nn.Embedding(num_classes, config.dim) if config.class_conditional and num_classes else None
+        self.blocks = nn.ModuleList(
+            TransformerBlock(config.dim, config.heads, config.dim_head, config.mlp_ratio, config.dropout, causal=causal)
+            for _ in range(config.depth)
+        )
+        self.norm = nn.LayerNorm(config.dim)
+        self.to_logits = nn.Linear(config.dim, num_logits)
+        self._angles: dict[torch.device, torch.Tensor] = {}
+
+    def angles(self, device: torch.device) -> torch.Tensor | None:
+        rot = self.config.rotary_dim or self.config.dim_head
+        if self.config.rotary == "none":
+            return None
+        if device not in self._angles:
+            h, w = self.latent_shape
+            self._angles[device] = (
+                rotary_angles_2d(h, w, rot, device=device) if self.config.rotary == "2d" else rotary_angles_1d(torch.arange(h * w, device=device), rot)
+            )
+        return self._angles[device]
+
+    def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None, cache: KVCache | None = None, offset: int = 0) -> torch.Tensor:
+        """Logits for positions ``offset … offset+t`` of tokens ``codes`` (B×t). With ``cache`` (causal only), the
+        keys/values of earlier positions are reused and these are appended."""
+        t = codes.shape[1]
+        x = self.embed(codes)
+        if self.pos is not None:
+            x = x + self.pos[:, offset : offset + t]
+        if self.class_embed is not None and labels is not None:
+            x = x + self.class_embed(labels)[:, None]
+        angles = self.angles(codes.device)
+        angles = angles[offset : offset + t] if angles is not None else None
+        for i, block in enumerate(self.blocks):
+            x = block(x, angles, cache, i)
+        return self.to_logits(self.norm(x))
+
+
+@vqbench.hookimpl
+def vqbench_register_backbones(registry):
+    registry.register("transformer", Transformer)

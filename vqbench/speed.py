@@ -1,0 +1,74 @@
+"""Speed measurement of one prior configuration: backbone tokens/s and sample seconds per image, per precision.
+
+Weights are random: with fixed step counts (early stop off) sampling does exactly the work a trained model does.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .config import parse
+from .metrics.timing import PeakMemory, Stopwatch, synchronize
+from .plugins import registries
+from .runner.run import make_autocast
+
+
+def _timed(fn, device: torch.device, min_seconds: float, min_runs: int = 3) -> tuple[float, int]:
+    """(seconds per call, calls) after one untimed warm-up call."""
+    fn()
+    runs, watch = 0, Stopwatch(device)
+    while runs < min_runs or watch.seconds < min_seconds:
+        with watch:
+            fn()
+        runs += 1
+    return watch.seconds / runs, runs
+
+
+@torch.inference_mode()
+def measure(
+    prior_name: str, params: dict[str, Any], shape: tuple[int, int], codebook_size: int, batch: int, samples: int,
+    options: dict[str, Any], precision: str, device: torch.device, decode_preset: str | None = None, seed: int = 0,
+    min_seconds: float = 2.0,
+) -> dict[str, Any]:  # fmt: skip
+    regs = registries()
+    cls = regs.priors.get(prior_name, "prior")
+    torch.manual_seed(seed)
+    prior = cls(parse(cls.Config, params, "params"), codebook_size, shape).to(device).eval()
+    autocast = make_autocast(device, precision)
+    n_tokens = shape[0] * shape[1]
+    row: dict[str, Any] = {"prior": prior_name, "precision": precision, "batch": batch, "params_m": sum(p.numel() for p in prior.parameters()) / 1e6}
+    net = getattr(prior, "net", None)
+    if net is not None and not getattr(net, "causal", False):
+        codes = torch.randint(codebook_size, (batch, n_tokens), device=device)
+        with autocast():
+            seconds, _ = _timed(lambda: net(codes), device, min_seconds)
+        row["backbone_tokens_per_s"] = batch * n_tokens / seconds
+    generator = torch.Generator(device=device).manual_seed(seed)
+    watch, done, nfe = Stopwatch(device), 0, 0.0
+    with PeakMemory(device) as memory:  # from before the warm-up, which leaves its working set resident on CPU
+        with autocast():
+            prior.sample(batch, shape, torch.Generator(device=device).manual_seed(seed + 1), **options)  # warm-up
+        while done < samples:
+            b = min(batch, samples - done)
+            with watch, autocast():
+                prior.sample(b, shape, generator, **options)
+            nfe += prior.last_nfe * b
+            done += b
+    row.update(sample_s_per_img=watch.seconds / samples, nfe=nfe / samples, peak_mem_mb=memory.peak_mb)
+    if decode_preset:
+        tok = regs.tokenizers.get("vqgan").from_preset(decode_preset).to(device).eval()
+        codes = torch.randint(codebook_size, (1, *shape), device=device)
+        seconds, _ = _timed(lambda: tok.decode(codes), device, min_seconds, min_runs=2)
+        row.update(decode_s_per_img=seconds, total_s_per_img=row["sample_s_per_img"] + seconds)
+    synchronize(device)
+    return row
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    return table.to_markdown(index=False, floatfmt=".4g") if not table.empty else "(nothing measured)"
+
+
