@@ -35,6 +35,7 @@ def test_smoke_benchmark_end_to_end(smoke_config, tmp_path, capsys):
     for row in ("| independent ", "| sharp [temperature=0.5]", "| sharp [temperature=0.8]"):
         assert row in report
     assert "random weights" in report and "nearest_k = 3" in report and "## Inpainting" in report
+    assert "## Settings" in report and "smoothing=0.5, temperature=0.8" in report  # every knob is shown
     table = pd.read_csv(out / "report.csv", index_col="prior")
     assert len(table) == 3 and {"fid", "kid", "precision", "recall", "density", "coverage", "nll_bpt", "inpaint_center_lpips", "total_s_per_img"} <= set(table.columns)
     assert np.isfinite(table[["fid", "nll_bpt", "inpaint_strokes_psnr", "sample_s_per_img"]].to_numpy()).all()
@@ -192,3 +193,28 @@ def test_sundae_resampling_sweep_end_to_end(smoke_config, tmp_path):
     assert ((table["nfe"] >= 2) & (table["nfe"] <= 4)).all() and (table["parameters_m"] > 0).all()
     report = (Path(smoke_config["out"]) / "report.md").read_text()
     assert "| sundae [resample=2d]" in report and "n/a" in report
+
+
+def test_sampling_labels_cycle_the_class_list_or_follow_held_out_labels(tmp_path):
+    from vqbench.runner.data import DataBundle
+    from vqbench.runner.evaluate import sampling_labels
+    from vqbench.runner.schema import SamplingSection
+
+    codes = np.zeros((3, 2, 2), dtype=int)
+    test = latents.open(latents.write(tmp_path / "t", codes, 4, labels=np.array([[2, 9], [0, 9], [1, 9]])))
+    data = DataBundle(test, test)
+    assert sampling_labels(SamplingSection(class_labels=[5, 7]), data, 5).tolist() == [5, 7, 5, 7, 5]
+    assert sampling_labels(SamplingSection(), data, 4).tolist() == [2, 0, 1, 2]
+    unlabelled = latents.open(latents.write(tmp_path / "u", codes, 4))
+    assert sampling_labels(SamplingSection(), DataBundle(unlabelled, unlabelled), 4) is None
+
+
+def test_class_conditional_sundae_gets_labels_in_training_and_sampling(smoke_config, tmp_path):
+    backbone = {"dim": 32, "depth": [1, 1, 1], "heads": 2, "dim_head": 16, "class_conditional": True}
+    smoke_config["priors"] = [{"name": "sundae", "params": {"backbone": backbone, "steps": 3}}]
+    smoke_config["sampling"]["class_labels"] = [0, 2]
+    smoke_config["metrics"]["enabled"] = ["latent_stats"]
+    assert main(["run", write(tmp_path, smoke_config)]) == 0
+    state = torch.load(Path(smoke_config["out"]) / "runs" / "sundae__seed0" / "prior.pt", weights_only=True)
+    embedding = state["state_dict"]["net.class_embed.weight"]
+    assert embedding.shape[0] == 3  # toyfaces label 0 (face shape) has 3 classes

@@ -98,7 +98,10 @@ class Prior(nn.Module, ABC):
     ) -> torch.Tensor:
         """``n`` code grids (LongTensor n×h×w)."""
 
-    def inpaint(self, codes: torch.Tensor, keep_mask: torch.Tensor, generator: torch.Generator, **opts: Any) -> torch.Tensor:
+    def inpaint(
+        self, codes: torch.Tensor, keep_mask: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None, **opts: Any
+    ) -> torch.Tensor:
+        """Regenerate the tokens where ``keep_mask`` is False; kept tokens must come back unchanged."""
         raise NotImplementedError(f"{type(self).__name__} does not support inpainting")
 
     def nll(self, codes: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

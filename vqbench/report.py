@@ -134,10 +134,34 @@ def write_report(out: str | Path) -> dict[str, Path]:
         table = formatted(means[names], stds[names], counts, cols, ("**", "**"), with_seeds=i == 0)
         md += ["", f"## {title}", "", table.to_markdown()]
         tex.append(_latex_table(formatted(means[names], stds[names], counts, cols, ("\x00", "\x01"), i == 0), f"{protocol['benchmark']}: {title.lower()}"))
+    md += ["", "## Settings", "", settings_table(out).to_markdown(index=False)]
     md += [""] + [f"- failed: `{f['cell']}`: {f['error']}" for f in failed]
     write_text(paths["md"], "\n".join(md) + "\n")
     write_text(paths["tex"], "\n".join(tex))
     return paths
+
+
+def flatten(params: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mapping → {dotted.key: value} (lists stay values)."""
+    if not isinstance(params, dict):
+        return {prefix: params}
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def settings_table(out: Path) -> pd.DataFrame:
+    """One line per report row: the prior, its learning rate and every resolved parameter (from the cells' config.json)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for path in sorted((out / "runs").glob("*/config.json")):
+        config = read_json(path)
+        row = f"{config['label']} [{config['variant']}]" if config.get("variant") else config["label"]
+        if row not in rows:
+            settings = {**flatten(config.get("params", {})), **{f"sampling.{k}": v for k, v in flatten(config.get("sampling", {})).items()}}
+            text = ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None)
+            rows[row] = {"prior": row, "name": config["prior"], "lr": config.get("lr"), "settings": text.replace("|", "/")}
+    return pd.DataFrame(list(rows.values()), columns=["prior", "name", "lr", "settings"])
 
 
 def groups(means: pd.DataFrame, columns: dict[str, dict[str, Any]]) -> dict[str, list[str]]:

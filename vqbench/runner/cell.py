@@ -17,7 +17,7 @@ from ..io import atomic_path, save_torch, write_json
 from ..metrics.features import FeatureSet
 from ..plugins import Registries
 from .data import DataBundle
-from .evaluate import EvalContext, evaluate, sample_timed
+from .evaluate import EvalContext, evaluate, sample_timed, sampling_labels
 from .schema import Benchmark, PriorSection, Variant
 from .train import train_prior
 
@@ -84,9 +84,11 @@ def _run(cell, bench, regs, data, metrics, reference, folder, device, autocast) 
         info = {"steps": 0, "train_minutes": (time.monotonic() - started) / 60, "final_loss": float("nan")}
     save_torch(folder / "prior.pt", {"config": to_dict(prior.config), "state_dict": prior.state_dict()})
     prior.eval()
+    labels = sampling_labels(bench.sampling, data, bench.sampling.num_samples)
     samples, images, timing = sample_timed(
-        prior, data.tokenizer, bench.sampling.num_samples, bench.sampling.batch_size, cell.seed, device, autocast, cell.section.sampling
-    )
+        prior, data.tokenizer, bench.sampling.num_samples, bench.sampling.batch_size, cell.seed, device, autocast,
+        cell.section.sampling, labels,
+    )  # fmt: skip
     with atomic_path(folder / "samples.npy") as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, samples.numpy().astype(np.int32))

@@ -14,7 +14,8 @@ from ..metrics.features import FeatureSet
 from ..metrics.timing import PeakMemory, Stopwatch
 from ..plugins import Registries
 from .data import DataBundle, decode_to_uint8
-from .schema import MetricsSection
+from .schema import MetricsSection, SamplingSection
+from .train import class_labels
 
 
 def generator(device: torch.device, seed: int) -> torch.Generator:
@@ -24,7 +25,7 @@ def generator(device: torch.device, seed: int) -> torch.Generator:
 @torch.inference_mode()
 def sample_timed(
     prior: Prior, tokenizer: Tokenizer | None, n: int, batch_size: int, seed: int, device: torch.device,
-    autocast: Callable[[], Any], options: dict[str, Any], keep_images_bytes: int = 1 << 30,
+    autocast: Callable[[], Any], options: dict[str, Any], labels: torch.Tensor | None = None, keep_images_bytes: int = 1 << 30,
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, float]]:
     """Sample ``n`` grids (and decode them), timing sampling and decoding separately after one untimed warm-up batch
     (seconds per image at ``batch_size``, device synchronised).
@@ -38,13 +39,15 @@ def sample_timed(
     # memory is measured from before the warm-up: on CPU the allocator keeps the warm-up's working set resident
     with PeakMemory(device) as memory, tqdm(total=n, desc="sample", unit="img", leave=False) as bar:
         with autocast():  # warm-up (untimed): kernels, allocator, caches
-            warm = prior.sample(min(batch_size, n), shape, generator(device, seed + 7919), **options)
+            warm_labels = labels[: min(batch_size, n)].to(device) if labels is not None else None
+            warm = prior.sample(min(batch_size, n), shape, generator(device, seed + 7919), labels=warm_labels, **options)
             if tokenizer is not None:
                 tokenizer.decode(warm.to(device))
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
+            batch_labels = labels[start : start + b].to(device) if labels is not None else None
             with sample_watch, autocast():
-                batch = prior.sample(b, shape, g, **options)
+                batch = prior.sample(b, shape, g, labels=batch_labels, **options)
             nfe += prior.last_nfe * b
             codes.append(batch.cpu())
             if tokenizer is not None:
@@ -93,11 +96,15 @@ class EvalContext:
 
     @torch.inference_mode()
     def inpaint(self, codes: torch.Tensor, keep_mask: torch.Tensor) -> torch.Tensor:
+        """Inpaint the first len(codes) held-out grids (their own class labels, if any)."""
         g = generator(self.device, self.seed + 104729)
+        labels = class_labels(self.data.test)
         out = []
-        for c, k in zip(codes.split(self.batch_size), keep_mask.split(self.batch_size)):
+        for start in range(0, len(codes), self.batch_size):
+            c, k = codes[start : start + self.batch_size], keep_mask[start : start + self.batch_size]
+            extra = {"labels": labels[start : start + len(c)].to(self.device)} if labels is not None else {}
             with self.autocast():
-                out.append(self.prior.inpaint(c.to(self.device), k.to(self.device), g, **self.options).cpu())
+                out.append(self.prior.inpaint(c.to(self.device), k.to(self.device), g, **extra, **self.options).cpu())
         return torch.cat(out)
 
     @torch.inference_mode()
@@ -105,6 +112,15 @@ class EvalContext:
         g = generator(self.device, self.seed + 15485863)
         values = [self.prior.nll(c.to(self.device), generator=g).double().cpu() for c in self.test_codes.split(self.batch_size)]
         return float(torch.cat(values).mean())
+
+
+def sampling_labels(sampling: SamplingSection, data: DataBundle, n: int) -> torch.Tensor | None:
+    """Class labels for ``n`` samples: the configured class list cycled, else the held-out labels cycled (so the
+    samples follow the data's class distribution), else None."""
+    if sampling.class_labels:
+        return torch.tensor(sampling.class_labels, dtype=torch.long).repeat(-(-n // len(sampling.class_labels)))[:n]
+    held_out = class_labels(data.test)
+    return held_out.repeat(-(-n // len(held_out)))[:n] if held_out is not None and len(held_out) else None
 
 
 def metric_configs(metrics: MetricsSection, regs: Registries) -> dict[str, tuple[Any, Any]]:

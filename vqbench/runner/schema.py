@@ -89,6 +89,7 @@ class SamplingSection:
     num_samples: int = 256
     batch_size: int = 64
     grid_size: int = 8  # samples per side of the PNG grid
+    class_labels: list[int] | None = None  # class-conditional sampling cycles through these (default: held-out labels)
 
     def validate(self, key: str) -> None:
         positive(key, "num_samples", self.num_samples)

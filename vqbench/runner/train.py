@@ -18,6 +18,11 @@ from .schema import BudgetSection
 log = logging.getLogger(__name__)
 
 
+def class_labels(data: LatentDataset) -> torch.Tensor | None:
+    """The class of every grid (label column 0), or None when the dataset has no labels."""
+    return torch.from_numpy(data.labels[:, 0].astype("int64")) if data.labels is not None else None
+
+
 def lr_at(step: int, base: float, warmup: int) -> float:
     return base * min(1.0, (step + 1) / warmup) if warmup else base
 
@@ -31,7 +36,6 @@ def train_prior(
     checkpoint: Path,
     device: torch.device,
     autocast: Callable[[], Any],
-    use_labels: bool = False,
 ) -> dict[str, Any]:
     """Train for ``budget.steps`` (or until ``budget.max_minutes``); every step draws its batch and noise from a
     stream seeded by (seed, step), so an interrupted run resumes exactly."""
@@ -50,7 +54,7 @@ def train_prior(
         save_torch(checkpoint, state | {"step": loop.step, "elapsed": loop.elapsed})
 
     loop = StepLoop(budget.steps, budget.checkpoint_every, save, step, elapsed, budget.max_minutes, "train prior")
-    labels_all = torch.from_numpy(data.labels[:, 0].astype("int64")) if use_labels and data.labels is not None else None
+    labels_all = class_labels(data)
     prior.train()
     for step in loop:
         torch.manual_seed(seed * 1_000_003 + step)
