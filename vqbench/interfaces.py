@@ -1,7 +1,6 @@
 """The interfaces plugins implement: tokenizers, backbones, priors, image sources, metrics, feature extractors."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -112,9 +111,15 @@ class Prior(nn.Module, ABC):
         """Closed-form fit on all training codes (only for ``trainable = False`` priors)."""
         raise NotImplementedError
 
-    def sampling_options(self) -> dict[str, Any]:
-        """Sampler settings shown in the report (defaults to the prior's config)."""
-        return dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else {}
+    def describe(self) -> dict[str, Any]:
+        """Every resolved parameter (defaults filled in, the backbone's too), as stored in config.json and reported."""
+        from .config import to_dict
+
+        params = to_dict(self.config)
+        net = getattr(self, "net", None)
+        if isinstance(params.get("backbone"), dict) and isinstance(net, Backbone):
+            params["backbone"] = {"name": params["backbone"].get("name", type(net).__name__.lower()), **to_dict(net.config)}
+        return params
 
 
 class ImageSource(ABC):

@@ -72,7 +72,7 @@ def _run(cell, bench, regs, data, metrics, reference, folder, device, autocast) 
     lr = cell.section.lr if cell.section.lr is not None else bench.budget.lr
     resolved = {
         "prior": cell.section.name, "label": cell.variant.label, "variant": cell.variant.name, "seed": cell.seed,
-        "params": to_dict(prior.config), "sampling": cell.section.sampling, "lr": lr, "budget": asdict(bench.budget),
+        "params": prior.describe(), "sampling": cell.section.sampling, "lr": lr, "budget": asdict(bench.budget),
         "parameters": count_parameters(prior), "latent_shape": list(data.latent_shape), "codebook_size": data.codebook_size,
     }  # fmt: skip
     write_json(folder / "config.json", resolved)
