@@ -56,7 +56,7 @@ class IndependentPrior(Prior):
     def loss(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.nll(codes).mean()
 
-    def nll(self, codes: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def nll(self, codes: torch.Tensor, generator: torch.Generator | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
         flat = self._flatten(codes)
         logp = self.log_probs().to(flat.device)
         picked = logp.gather(1, flat.t()).t()  # B×N

@@ -4,6 +4,7 @@ from __future__ import annotations
 import vqbench
 from vqbench.metrics.fid import FIDMetric, KIDMetric
 from vqbench.metrics.inpainting import InpaintingMetric, SampleTimeMetric
+from vqbench.metrics.known_truth import KnownTruthMetric
 from vqbench.metrics.latent_stats import LatentStatsMetric, NLLMetric
 from vqbench.metrics.prdc import PRDCMetric
 
@@ -17,3 +18,4 @@ def vqbench_register_metrics(registry):
     registry.register("latent_stats", LatentStatsMetric)
     registry.register("sample_time", SampleTimeMetric)
     registry.register("inpainting", InpaintingMetric)
+    registry.register("known_truth", KnownTruthMetric)

@@ -67,6 +67,7 @@ class SundaePrior(Prior):
     """SUNDAE: unrolled denoising training; sampling from uniform noise with annealing, partial updates, early stop."""
 
     Config = SundaeConfig
+    sampler_config = SundaeSampler
     supports_inpainting = True
 
     def __init__(self, config: SundaeConfig, codebook_size: int, latent_shape: tuple[int, int], num_classes: int = 0):

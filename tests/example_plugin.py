@@ -30,7 +30,7 @@ class TablePrior(Prior):
     def loss(self, codes, labels=None):
         return F.cross_entropy(self.logits.expand(codes.shape[0], -1, -1).transpose(1, 2), codes.flatten(1))
 
-    def nll(self, codes, generator=None):
+    def nll(self, codes, generator=None, labels=None):
         logp = self.logits.log_softmax(-1)
         return -logp.gather(1, codes.flatten(1).t()).t().mean(1) / math.log(2)
 

@@ -19,37 +19,43 @@ def _overrides(items: list[str]):
 
 
 def _load(args: argparse.Namespace):
+    """Every benchmark in the file (one per YAML document), validated, and the registries."""
     from .plugins import registries
     from .runner.schema import load_yaml, parse_benchmark
 
     regs = registries()
-    bench = parse_benchmark(load_yaml(args.file), regs.metrics.names(), _overrides(args.set))
-    return bench, regs
+    overrides = _overrides(args.set)
+    return [parse_benchmark(doc, regs.metrics.names(), overrides) for doc in load_yaml(args.file)], regs
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner.run import describe_plan, run_benchmark
+    from .runner.run import describe_plan, preflight, run_benchmark
 
-    bench, regs = _load(args)
-    if args.device:
-        bench.device = args.device
-    if args.dry_run:
-        print(describe_plan(bench, regs))
+    benches, regs = _load(args)
+    for bench in benches:
+        if args.device:
+            bench.device = args.device
+    if args.dry_run:  # plans without needing the data on disk
+        print("\n\n".join(describe_plan(bench, regs) for bench in benches))
         return 0
-    out = run_benchmark(bench, regs, Path(args.out) if args.out else None)
-    print((out / "report.md").read_text())
-    print(f"results in {out}/ (report.md, report.csv, report.tex; runs/<cell>/samples.png, inpainting.png)")
+    for bench in benches:
+        preflight(bench, regs)  # every benchmark of the file is checked before any of them runs
+    for bench in benches:
+        out = Path(args.out) / bench.name if args.out and len(benches) > 1 else (Path(args.out) if args.out else None)
+        out = run_benchmark(bench, regs, out)
+        print((out / "report.md").read_text())
+        print(f"results in {out}/ (report.md, report.csv, report.tex; runs/<cell>/samples.png, inpainting.png)")
     return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .runner.run import plan_cells
-    from .runner.evaluate import metric_configs
+    from .runner.run import preflight, plan_cells
 
-    bench, regs = _load(args)
-    cells = plan_cells(bench, regs)
-    metric_configs(bench.metrics, regs)
-    print(f"{args.file}: valid ({len(cells)} cells)")
+    benches, regs = _load(args)
+    for bench in benches:
+        preflight(bench, regs)
+    cells = sum(len(plan_cells(bench, regs)) for bench in benches)
+    print(f"{args.file}: valid ({len(benches)} benchmark{'s' if len(benches) > 1 else ''}, {cells} cells)")
     return 0
 
 

@@ -71,6 +71,7 @@ class Prior(nn.Module, ABC):
     """An objective and sampler over code grids. ``keep_mask`` True means: keep the given code."""
 
     Config: ClassVar[type] = NoConfig
+    sampler_config: ClassVar[type | None] = None  # the dataclass of Config's sampler-only fields (no effect on training)
     supports_inpainting: ClassVar[bool] = False
     supports_likelihood: ClassVar[bool] = False
     trainable: ClassVar[bool] = True  # False: fitted in closed form by ``fit``
@@ -103,7 +104,7 @@ class Prior(nn.Module, ABC):
         """Regenerate the tokens where ``keep_mask`` is False; kept tokens must come back unchanged."""
         raise NotImplementedError(f"{type(self).__name__} does not support inpainting")
 
-    def nll(self, codes: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def nll(self, codes: torch.Tensor, generator: torch.Generator | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Negative log-likelihood (or an upper bound) per grid, in bits per token (shape B)."""
         raise NotImplementedError(f"{type(self).__name__} has no tractable likelihood")
 
@@ -176,6 +177,35 @@ def uint8_to_float(images: torch.Tensor) -> torch.Tensor:
 def float_to_uint8(images: torch.Tensor) -> torch.Tensor:
     """float [-1, 1] → uint8 [0, 255] (clamped, rounded)."""
     return images.detach().float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+class LatentSource(ABC):
+    """A dataset generated directly as code grids (no images, no tokenizer), with known truths recorded in the
+    latent meta (e.g. the exact entropy in bits per token)."""
+
+    Config: ClassVar[type] = NoConfig
+
+    def __init__(self, config: Any):
+        self.config = config
+
+    @property
+    @abstractmethod
+    def codebook_size(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def latent_shape(self) -> tuple[int, int]: ...
+
+    @abstractmethod
+    def generate(self, count: int, seed: int) -> np.ndarray:
+        """``count`` grids (int N×h×w), a pure function of (config, count, seed)."""
+
+    @abstractmethod
+    def truth(self) -> dict[str, Any]:
+        """Known facts stored in the latent meta under ``truth`` (``entropy_bits_per_token`` at least)."""
+
+    @abstractmethod
+    def fingerprint(self) -> str: ...
 
 
 @dataclass(frozen=True)

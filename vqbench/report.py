@@ -17,11 +17,10 @@ GROUP_TITLES = {"generation": "Generation quality", "speed": "Sampling speed and
 
 def load_long(out: Path) -> tuple[pd.DataFrame, dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """(long DataFrame with columns cell,row,label,variant,seed,metric,value; column metadata; failed cells)."""
-    runs = sorted((out / "runs").glob("*/metrics.json"))
+    cells = sorted((read_json(p) for p in (out / "runs").glob("*/metrics.json")), key=lambda c: (c.get("index", 0), c["cell"]))
     failed = [read_json(p) for p in sorted((out / "runs").glob("*/failed.json")) if not (p.parent / "metrics.json").is_file()]
     records, columns = [], {}
-    for path in runs:
-        cell = read_json(path)
+    for cell in cells:
         order = cell.get("column_order") or list(cell["columns"])
         columns.update({k: cell["columns"][k] for k in order if k not in columns})
         values = dict(cell["values"])

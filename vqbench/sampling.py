@@ -18,3 +18,23 @@ def sample_categorical(logits: torch.Tensor, temperature: float = 1.0, generator
     device = generator.device if generator is not None else logits.device
     u = torch.rand((*cdf.shape[:-1], 1), generator=generator, device=device).to(cdf.device) * cdf[..., -1:]
     return torch.searchsorted(cdf, u).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+    """Keep the ``top_k`` largest logits and/or the smallest set whose probability reaches ``top_p`` (nucleus);
+    the rest become -inf. Logits …×V."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = torch.softmax(sorted_logits.float(), dim=-1).cumsum(dim=-1)
+        drop_sorted = cumulative - torch.softmax(sorted_logits.float(), dim=-1) >= top_p  # keep the first past top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def gumbel_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    u = torch.rand(shape, generator=generator, device=generator.device).to(device)
+    return -torch.log(-torch.log(u.clamp_(1e-20, 1.0 - 1e-7)))

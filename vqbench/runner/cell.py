@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,7 +13,7 @@ import torch
 from ..config import parse, to_dict
 from ..interfaces import Prior
 from ..images import save_grid, save_inpainting_strip
-from ..io import atomic_path, save_torch, write_json
+from ..io import atomic_path, fingerprint, load_torch, save_torch, write_json
 from ..metrics.features import FeatureSet
 from ..plugins import Registries
 from .data import DataBundle
@@ -31,6 +31,7 @@ class Cell:
     seed: int
     section: PriorSection
     key: str  # config key path of the prior section, e.g. priors[1]
+    index: int = 0  # position in the benchmark's plan (report rows follow it)
 
     def directory(self, out: Path) -> Path:
         return out / "runs" / self.id
@@ -49,7 +50,7 @@ def count_parameters(module: torch.nn.Module) -> int:
 
 def run_cell(
     cell: Cell, bench: Benchmark, regs: Registries, data: DataBundle, metrics: dict[str, tuple[Any, Any]],
-    reference: FeatureSet | None, out: Path, device: torch.device, autocast: Callable[[], Any],
+    reference: FeatureSet | None, out: Path, cache: Path, device: torch.device, autocast: Callable[[], Any],
 ) -> dict[str, Any]:
     folder = cell.directory(out)
     if (folder / "metrics.json").is_file():
@@ -60,13 +61,40 @@ def run_cell(
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     try:
-        return _run(cell, bench, regs, data, metrics, reference, folder, device, autocast)
+        return _run(cell, bench, regs, data, metrics, reference, folder, cache, device, autocast)
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
 
 
-def _run(cell, bench, regs, data, metrics, reference, folder, device, autocast) -> dict[str, Any]:
+def training_key(prior: Prior, lr: float, bench: Benchmark, seed: int, data: DataBundle) -> str:
+    """Everything that determines the trained weights; sampler-only settings are left out, so variants that differ
+    only in how they sample (e.g. the absorbing and MaskGIT samplers) share one training run."""
+    params = prior.describe()
+    if prior.sampler_config is not None:
+        for f in fields(prior.sampler_config):
+            params.pop(f.name, None)
+    return fingerprint(type(prior).__name__, params, lr, asdict(bench.budget), seed, bench.precision, data.train.meta["codes_sha256"])
+
+
+def train_or_reuse(prior: Prior, cell: Cell, bench: Benchmark, data: DataBundle, lr: float, folder: Path, cache: Path, device, autocast) -> dict[str, Any]:
+    """Train (resumably) unless an identical training run is in the cache; store the result there for reuse."""
+    started = time.monotonic()
+    if not prior.trainable:
+        prior.fit(data.train.tensor().to(device))
+        return {"steps": 0, "train_minutes": (time.monotonic() - started) / 60, "final_loss": float("nan")}
+    shared = cache / "priors" / f"{cell.section.name}-{training_key(prior, lr, bench, cell.seed, data)}.pt"
+    if shared.is_file():
+        state = load_torch(shared, map_location=device)
+        prior.load_state_dict(state["state_dict"])
+        log.info("trained weights reused from %s (same prior, data, budget and seed)", shared)
+        return {**state["info"], "reused_training": shared.name}
+    info = train_prior(prior, data.train, bench.budget, lr, cell.seed, folder / "train_state.pt", device, autocast)
+    save_torch(shared, {"state_dict": prior.state_dict(), "info": info})
+    return info
+
+
+def _run(cell, bench, regs, data, metrics, reference, folder, cache, device, autocast) -> dict[str, Any]:
     torch.manual_seed(cell.seed)
     prior = build_prior(cell, regs, data, device)
     lr = cell.section.lr if cell.section.lr is not None else bench.budget.lr
@@ -76,12 +104,7 @@ def _run(cell, bench, regs, data, metrics, reference, folder, device, autocast) 
         "parameters": count_parameters(prior), "latent_shape": list(data.latent_shape), "codebook_size": data.codebook_size,
     }  # fmt: skip
     write_json(folder / "config.json", resolved)
-    started = time.monotonic()
-    if prior.trainable:
-        info = train_prior(prior, data.train, bench.budget, lr, cell.seed, folder / "train_state.pt", device, autocast)
-    else:
-        prior.fit(data.train.tensor().to(device))
-        info = {"steps": 0, "train_minutes": (time.monotonic() - started) / 60, "final_loss": float("nan")}
+    info = train_or_reuse(prior, cell, bench, data, lr, folder, cache, device, autocast)
     save_torch(folder / "prior.pt", {"config": to_dict(prior.config), "state_dict": prior.state_dict()})
     prior.eval()
     labels = sampling_labels(bench.sampling, data, bench.sampling.num_samples)
@@ -105,7 +128,7 @@ def _run(cell, bench, regs, data, metrics, reference, folder, device, autocast) 
         save_inpainting_strip(folder / "inpainting.png", ctx.artifacts)
     info |= {"parameters": count_parameters(prior), "supports": prior.supports, "notes": ctx.notes, "timing": timing}
     write_json(folder / "metrics.json", {
-        "cell": cell.id, "label": cell.variant.label, "variant": cell.variant.name, "row": cell.variant.row, "seed": cell.seed,
+        "cell": cell.id, "label": cell.variant.label, "variant": cell.variant.name, "row": cell.variant.row, "seed": cell.seed, "index": cell.index,
         "values": values, "columns": columns, "column_order": list(columns), "info": info,
     })  # fmt: skip
     return {"status": "done", "values": values}

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from .. import latents as latent_io
 from ..config import parse, to_dict
 from ..errors import ConfigError
-from ..interfaces import ImageSource, Tokenizer, float_to_uint8
+from ..interfaces import ImageSource, LatentSource, Tokenizer, float_to_uint8
 from ..io import fingerprint, read_json, sha256_file, write_json
 from ..metrics.inpainting import psnr_in_region
 from ..metrics.latent_stats import codebook_stats
@@ -79,6 +79,8 @@ def prepare_data(bench: Benchmark, regs: Registries, cache: Path, device: torch.
         return _from_latents(bench, regs, device)
     ds = bench.dataset
     source_cls = regs.datasets.get(ds.name, "dataset.name")
+    if issubclass(source_cls, LatentSource):
+        return _from_latent_source(bench, source_cls, cache)
     source = source_cls(parse(source_cls.Config, ds.params, "dataset.params"), ds.resolution)
     source.check("dataset.params")
     train_idx, test_idx = split_indices(len(source), ds.test_fraction, ds.split_seed)
@@ -183,6 +185,26 @@ def _tokenizer_quality(tokenizer, source, test_index, train_set, device, cache, 
     }
     write_json(path, info)
     return info
+
+
+def _from_latent_source(bench: Benchmark, source_cls: type[LatentSource], cache: Path) -> DataBundle:
+    """Generate (or reuse) the train/test latents of a source that produces codes directly."""
+    ds = bench.dataset
+    source = source_cls(parse(source_cls.Config, ds.params, "dataset.params"))
+    key = fingerprint(source.fingerprint(), ds.test_fraction, ds.split_seed)
+    paths = {split: cache / "latents" / f"{ds.name}-{split}-{key}" for split in ("train", "test")}
+    if not all((p / "meta.json").is_file() for p in paths.values()):
+        codes = source.generate(source.config.count, seed=ds.split_seed)
+        train_idx, test_idx = split_indices(len(codes), ds.test_fraction, ds.split_seed)
+        truth = source.truth()
+        for split, idx in (("train", train_idx), ("test", test_idx)):
+            latent_io.write(
+                paths[split], codes[idx], source.codebook_size, truth=truth,
+                source={"dataset": ds.name, "fingerprint": source.fingerprint(), "params": ds.params},
+                split={"name": split, "seed": ds.split_seed, "test_fraction": ds.test_fraction, "source_count": len(codes)},
+            )  # fmt: skip
+    train, test = latent_io.open(paths["train"]), latent_io.open(paths["test"])
+    return DataBundle(train, test, image_metrics_off=f"{ds.name} generates codes directly: latent-level metrics only")
 
 
 def _from_latents(bench: Benchmark, regs: Registries, device: torch.device) -> DataBundle:

@@ -83,6 +83,7 @@ class EvalContext:
     features: FeatureSet | None = None
     notes: dict[str, str] = field(default_factory=dict)
     artifacts: dict[str, Any] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)
 
     @property
     def test_codes(self) -> torch.Tensor:
@@ -109,9 +110,20 @@ class EvalContext:
 
     @torch.inference_mode()
     def held_out_nll(self) -> float:
-        g = generator(self.device, self.seed + 15485863)
-        values = [self.prior.nll(c.to(self.device), generator=g).double().cpu() for c in self.test_codes.split(self.batch_size)]
-        return float(torch.cat(values).mean())
+        """Mean NLL (bits per token) of the held-out latents, computed once per cell."""
+        if "nll_bpt" not in self.cache:
+            g = generator(self.device, self.seed + 15485863)
+            labels = class_labels(self.data.test)
+            values = []
+            for start in range(0, len(self.data.test), self.batch_size):
+                codes = self.data.test.tensor(slice(start, start + self.batch_size)).to(self.device)
+                extra = {"labels": labels[start : start + len(codes)].to(self.device)} if labels is not None else {}
+                with self.autocast():
+                    values.append(self.prior.nll(codes, generator=g, **extra).double().cpu())
+            self.cache["nll_bpt"] = float(torch.cat(values).mean())
+            if getattr(self.prior, "nll_note", None):
+                self.notes["nll"] = self.prior.nll_note
+        return self.cache["nll_bpt"]
 
 
 def sampling_labels(sampling: SamplingSection, data: DataBundle, n: int) -> torch.Tensor | None:

@@ -11,6 +11,7 @@ import torch
 
 from ..config import parse, to_dict
 from ..errors import ConfigError, TrainingDiverged
+from ..interfaces import LatentSource
 from ..io import fingerprint, sha256_file, write_json
 from ..metrics.features import FeatureSet, cached_features, extract_features
 from ..plugins import Registries
@@ -43,6 +44,8 @@ def plan_cells(bench: Benchmark, regs: Registries) -> list[Cell]:
         for variant in expand_variants(section, key):
             parse(cls.Config, variant.params, f"{key}.params")
             cells.extend(Cell(cell_id(variant, seed), variant, seed, section, key) for seed in bench.seeds)
+    for index, cell in enumerate(cells):
+        cell.index = index
     return cells
 
 
@@ -53,6 +56,10 @@ def latent_geometry(bench: Benchmark, regs: Registries) -> tuple[tuple[int, int]
     if bench.latents is not None:
         meta = latent_io.open(bench.latents.train, verify_checksum=False)
         return meta.latent_shape, meta.codebook_size, None
+    source_cls = regs.datasets.get(bench.dataset.name, "dataset.name")
+    if issubclass(source_cls, LatentSource):
+        source = source_cls(parse(source_cls.Config, bench.dataset.params, "dataset.params"))
+        return source.latent_shape, source.codebook_size, None
     tc = bench.tokenizer
     cls = regs.tokenizers.get(tc.name, "tokenizer.name")
     if tc.checkpoint is not None:
@@ -70,7 +77,7 @@ def describe_plan(bench: Benchmark, regs: Registries) -> str:
     b = bench.budget
     lines = [
         f"benchmark {bench.name}: {len(cells)} cells",
-        f"  data: {bench.dataset.name + f' at {bench.dataset.resolution}²' if bench.dataset else 'latents ' + bench.latents.train}",
+        f"  data: {bench.dataset.name if bench.dataset else 'latents ' + bench.latents.train}" + (f" at {bench.dataset.resolution}²" if bench.tokenizer else ""),
         f"  tokenizer: {bench.tokenizer.name if bench.tokenizer else 'none'}"
         + (f" ({bench.tokenizer.preset or bench.tokenizer.checkpoint}, {tok_params / 1e6:.2f} M params)" if tok_params else ""),
         f"  latents: {shape[0]}×{shape[1]} = {shape[0] * shape[1]} tokens, {vocab} codes",
@@ -135,7 +142,7 @@ def run_benchmark(bench: Benchmark, regs: Registries, out: Path | None = None, d
     for i, cell in enumerate(cells, 1):
         log.info("cell %d/%d: %s", i, len(cells), cell.id)
         try:
-            status = run_cell(cell, bench, regs, data, configured, reference, out, device, autocast)
+            status = run_cell(cell, bench, regs, data, configured, reference, out, cache, device, autocast)
             log.info("cell %s: %s", cell.id, status["status"])
         except TrainingDiverged as err:
             failures[cell.id] = str(err)
@@ -192,4 +199,11 @@ def preflight(bench: Benchmark, regs: Registries) -> None:
     regs.feature_extractors.get(bench.metrics.feature_extractor, "metrics.feature_extractor")
     if bench.dataset is not None and bench.latents is None:
         source_cls = regs.datasets.get(bench.dataset.name, "dataset.name")
+        if issubclass(source_cls, LatentSource):
+            if bench.tokenizer is not None:
+                raise ConfigError("tokenizer", f"dataset '{bench.dataset.name}' generates codes directly; remove the tokenizer section")
+            source_cls(parse(source_cls.Config, bench.dataset.params, "dataset.params"))
+            return
+        if bench.tokenizer is None:
+            raise ConfigError("tokenizer", f"image dataset '{bench.dataset.name}' needs a tokenizer: give `preset` (train one) or `checkpoint`")
         source_cls(parse(source_cls.Config, bench.dataset.params, "dataset.params"), bench.dataset.resolution).check("dataset.params")

@@ -130,8 +130,8 @@ class Benchmark:
             raise ConfigError("name", f"use letters, digits, '_', '-', '.' only (it names the results folder), got {self.name!r}")
         if not self.priors:
             raise ConfigError("priors", "list at least one prior")
-        if self.latents is None and (self.dataset is None or self.tokenizer is None):
-            raise ConfigError("dataset", "give `dataset` and `tokenizer` (start from images) or `latents` (start from codes)")
+        if self.latents is None and self.dataset is None:
+            raise ConfigError("dataset", "give `dataset` (+ `tokenizer` for images) or `latents` (existing code grids)")
         if not self.seeds:
             raise ConfigError("seeds", "list at least one seed")
         labels = [p.label or p.name for p in self.priors]
@@ -151,17 +151,18 @@ def split_metric_settings(data: dict[str, Any], metric_names: list[str]) -> dict
     return {**data, "metrics": metrics}
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(path: str | Path) -> list[dict[str, Any]]:
+    """The benchmarks in a YAML file: one per document (``---`` separates several)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: benchmark file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     except yaml.YAMLError as err:
         raise DataError(f"{path}: not valid YAML ({err})") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a mapping at the top level")
-    return data
+    if not documents or not all(isinstance(d, dict) for d in documents):
+        raise DataError(f"{path}: expected a mapping at the top level of every document")
+    return documents
 
 
 def parse_benchmark(data: dict[str, Any], metric_names: list[str], overrides: list[tuple[str, Any]] = ()) -> Benchmark:

@@ -1,0 +1,225 @@
+"""``absorbing``: absorbing (masking) diffusion over code grids (Unleashing Transformers §3), with two samplers of
+the same network: step-skipping unmasking (``absorbing``) and confidence-ordered unmasking (``maskgit``).
+
+Training masks x0 at a time step t ~ U{1..T} (``random``: each token with probability t/T; ``fixed``: exactly
+round(t/T·N) tokens) and predicts x0 at the masked positions. The NLL is the ELBO in bits per token.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import vqbench
+from vqbench.backbones import build_backbone, parse_backbone
+from vqbench.config import parse, positive
+from vqbench.errors import ConfigError
+from vqbench.interfaces import Prior
+from vqbench.sampling import filter_logits, gumbel_noise, sample_categorical
+
+DEFAULT_BACKBONE = {"name": "transformer", "dim": 256, "depth": 8, "heads": 8, "dim_head": 32}
+
+
+@dataclass
+class AbsorbingSampler:
+    sampler: Literal["absorbing", "maskgit"] = "absorbing"
+    steps: int | None = None  # absorbing sampler: evenly spaced time steps (None: all total_steps)
+    temperature: float = 1.0
+    maskgit_steps: int = 12
+    schedule: Literal["cosine", "arccos", "linear"] = "cosine"  # MaskGIT: fraction still masked after each step
+    choice_temperature: float = 4.5  # MaskGIT: Gumbel noise on confidences, annealed linearly to 0
+    top_k: int | None = None
+
+    def validate(self, key: str) -> None:
+        positive(key, "temperature", self.temperature)
+        positive(key, "maskgit_steps", self.maskgit_steps)
+        positive(key, "steps", self.steps)
+        positive(key, "top_k", self.top_k)
+        positive(key, "choice_temperature", self.choice_temperature, allow_zero=True)
+
+
+@dataclass
+class AbsorbingConfig(AbsorbingSampler):
+    backbone: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_BACKBONE))
+    total_steps: int = 256
+    mask_schedule: Literal["random", "fixed"] = "random"
+    loss: Literal["reweighted_elbo", "elbo", "mlm"] = "reweighted_elbo"
+    elbo_exact_max: int = 32  # NLL: exact sum over every t when total_steps ≤ this ...
+    elbo_draws: int = 16  # ... else a Monte-Carlo estimate over this many t per grid
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        positive(key, "total_steps", self.total_steps)
+        positive(key, "elbo_draws", self.elbo_draws)
+        if self.steps is not None and self.steps > self.total_steps:
+            raise ConfigError(f"{key}.steps", f"must be ≤ total_steps ({self.total_steps}), got {self.steps}")
+        parse_backbone(self.backbone, f"{key}.backbone", "transformer")
+
+
+def time_grid(steps: int, total: int) -> list[int]:
+    """Evenly spaced time steps from ``total`` down to 0 (``steps`` transitions; steps = total gives T, T−1, …, 0)."""
+    return sorted({int(round(t)) for t in np.linspace(total, 0, steps + 1)}, reverse=True)
+
+
+def masked_at(t: int, total: int, n: int) -> int:
+    """How many of n tokens are masked at time t."""
+    return int(round(n * t / total))
+
+
+def maskgit_ratio(progress: float, schedule: str) -> float:
+    """Fraction still masked after a fraction ``progress`` of the MaskGIT steps."""
+    if schedule == "cosine":
+        return math.cos(math.pi / 2 * progress)
+    if schedule == "arccos":
+        return math.acos(progress) / (math.pi / 2)
+    return 1.0 - progress
+
+
+def rank_mask(scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """True at the ``counts[b]`` lowest-scoring positions of each row (ties broken by position)."""
+    ranks = scores.argsort(dim=1, stable=True).argsort(dim=1)
+    return ranks < counts[:, None]
+
+
+class AbsorbingPrior(Prior):
+    """Absorbing diffusion with a bidirectional transformer; reweighted ELBO training; ELBO likelihood."""
+
+    Config = AbsorbingConfig
+    sampler_config = AbsorbingSampler
+    supports_inpainting = True
+    supports_likelihood = True
+
+    def __init__(self, config: AbsorbingConfig, codebook_size: int, latent_shape: tuple[int, int], num_classes: int = 0):
+        super().__init__(config, codebook_size, latent_shape, num_classes)
+        self.mask_token = codebook_size
+        self.net = build_backbone(config.backbone, "backbone", "transformer", codebook_size + 1, codebook_size, latent_shape, num_classes)
+
+    # ---- training and likelihood ------------------------------------------------------------------------------
+    def mask_at(self, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Mask (True = absorbed) for grids x0 (B×N) at times t (B,), following ``mask_schedule``."""
+        device = generator.device if generator is not None else x0.device
+        scores = torch.rand(x0.shape, generator=generator, device=device).to(x0.device)
+        if self.config.mask_schedule == "random":
+            return scores < (t.float() / self.config.total_steps)[:, None]
+        counts = torch.round(t.float() / self.config.total_steps * x0.shape[1]).long()
+        return rank_mask(scores, counts)
+
+    def masked_ce(self, x0: torch.Tensor, t: torch.Tensor, labels=None, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed cross-entropy in nats over masked tokens, number masked), per grid."""
+        mask = self.mask_at(x0, t, generator)
+        logits = self.net(torch.where(mask, self.mask_token, x0), labels)
+        ce = F.cross_entropy(logits.float().transpose(1, 2), x0, reduction="none")
+        return (ce * mask).sum(dim=1), mask.sum(dim=1)
+
+    def loss(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        x0 = codes.flatten(1)
+        T, n = self.config.total_steps, x0.shape[1]
+        t = torch.randint(1, T + 1, (x0.shape[0],), device=x0.device)
+        ce, count = self.masked_ce(x0, t, labels)
+        if self.config.loss == "mlm":
+            return (ce / count.clamp(min=1)).mean() / math.log(2)
+        weight = T / t.float() if self.config.loss == "elbo" else (T - t + 1).float() / T  # Eq. 6 (1/t ÷ p(t)) / Eq. 7
+        return (weight * ce).mean() / (n * math.log(2))
+
+    def nll(self, codes: torch.Tensor, generator: torch.Generator | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """ELBO in bits per token: Σ_t E[(1/t) Σ_masked −log p(x0_i | x_t)], exact over t or Monte Carlo."""
+        x0 = codes.flatten(1)
+        T, (b, n) = self.config.total_steps, x0.shape
+        if T <= self.config.elbo_exact_max:
+            times, scale = range(1, T + 1), 1.0
+            self.nll_note = f"ELBO, exact sum over all {T} time steps"
+        else:
+            device = generator.device if generator is not None else x0.device
+            times = torch.randint(1, T + 1, (self.config.elbo_draws,), generator=generator, device=device).tolist()
+            scale = T / self.config.elbo_draws
+            self.nll_note = f"ELBO, Monte Carlo over {self.config.elbo_draws} time steps of {T}"
+        total = torch.zeros(b, device=x0.device)
+        for t in times:
+            ce, _ = self.masked_ce(x0, torch.full((b,), t, device=x0.device), labels, generator)
+            total += ce / t
+        return total * scale / (n * math.log(2))
+
+    # ---- sampling -----------------------------------------------------------------------------------------------
+    def sampler(self, **overrides: Any) -> AbsorbingSampler:
+        base = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(AbsorbingSampler)}
+        return parse(AbsorbingSampler, {**base, **overrides}, "sampling")
+
+    def sample(self, n, latent_shape, generator, labels=None, **opts) -> torch.Tensor:
+        if tuple(latent_shape) != self.latent_shape:
+            raise ValueError(f"this prior was built for {self.latent_shape} latents, asked for {tuple(latent_shape)}")
+        x = torch.full((n, latent_shape[0] * latent_shape[1]), self.mask_token, device=self.net.to_logits.weight.device)
+        return self.unmask(x, generator, labels, **opts).view(n, *self.latent_shape)
+
+    def inpaint(self, codes, keep_mask, generator, labels=None, **opts) -> torch.Tensor:
+        """Absorb the tokens to regenerate and denoise from the time step matching how many are masked."""
+        x = torch.where(keep_mask.flatten(1).to(codes.device), codes.flatten(1), self.mask_token)
+        return self.unmask(x, generator, labels, **opts).view_as(codes)
+
+    @torch.no_grad()
+    def unmask(self, x: torch.Tensor, generator: torch.Generator, labels=None, **opts) -> torch.Tensor:
+        """Fill every [MASK] of x (B×N) with the configured sampler; other tokens are never changed."""
+        cfg = self.sampler(**opts)
+        self.trace: list[int] = []  # masked tokens per grid after each network evaluation (for tests and plots)
+        run = self._maskgit if cfg.sampler == "maskgit" else self._absorbing
+        evaluations = run(x, generator, labels, cfg)
+        self.last_nfe = evaluations
+        return x
+
+    def _predict(self, x, labels, cfg) -> torch.Tensor:
+        return filter_logits(self.net(x, labels).float() / cfg.temperature, top_k=cfg.top_k)
+
+    def _absorbing(self, x, generator, labels, cfg) -> int:
+        """Step skipping: at each evenly spaced time step unmask the number of tokens the schedule implies, at
+        random masked positions, with codes drawn from the network's prediction of x0."""
+        T, n = self.config.total_steps, x.shape[1]
+        masked = x == self.mask_token
+        start = masked.sum(dim=1)
+        evaluations = 0
+        for t_next in time_grid(cfg.steps or T, T)[1:]:
+            target = torch.minimum(start, torch.tensor(masked_at(t_next, T, n), device=x.device))
+            counts = masked.sum(dim=1) - target
+            if not counts.any():  # inpainting with few masked tokens starts later in the schedule
+                continue
+            scores = torch.rand(x.shape, generator=generator, device=generator.device).to(x.device)
+            reveal = rank_mask(scores.masked_fill(~masked, 2.0), counts) & masked
+            logits = self._predict(x, labels, cfg)
+            x[reveal] = sample_categorical(logits[reveal], 1.0, generator).to(x.device)
+            masked &= ~reveal
+            evaluations += 1
+            self.trace.append(int(masked.sum(dim=1).max()))
+        return evaluations
+
+    def _maskgit(self, x, generator, labels, cfg) -> int:
+        """MaskGIT: sample every masked token, keep the most confident (with annealed Gumbel noise), re-mask the rest
+        so that the masked fraction follows the schedule."""
+        masked = x == self.mask_token
+        start = masked.sum(dim=1)
+        steps = cfg.maskgit_steps
+        evaluations = 0
+        for step in range(steps):
+            if not masked.any():
+                break
+            logits = self._predict(x, labels, cfg)
+            sampled = sample_categorical(logits, 1.0, generator).to(x.device)
+            confidence = torch.log_softmax(logits, dim=-1).gather(-1, sampled[..., None])[..., 0]
+            progress = (step + 1) / steps
+            noise = cfg.choice_temperature * (1.0 - progress) * gumbel_noise(x.shape, generator, x.device)
+            confidence = (confidence + noise).masked_fill(~masked, float("inf"))
+            still = torch.floor(start.float() * maskgit_ratio(progress, cfg.schedule)).long() if step + 1 < steps else torch.zeros_like(start)
+            still = torch.minimum(still, (masked.sum(dim=1) - 1).clamp(min=0))  # at least one token per step
+            remask = rank_mask(confidence, still) & masked
+            x[masked & ~remask] = sampled[masked & ~remask]
+            masked = remask
+            evaluations += 1
+            self.trace.append(int(masked.sum(dim=1).max()))
+        return evaluations
+
+
+@vqbench.hookimpl
+def vqbench_register_priors(registry):
+    registry.register("absorbing", AbsorbingPrior)
