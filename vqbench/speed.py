@@ -11,7 +11,7 @@ import torch
 from .config import parse
 from .metrics.timing import PeakMemory, Stopwatch, synchronize
 from .plugins import registries
-from .runner.run import make_autocast
+from .precision import inference_weights, make_autocast
 
 
 def _timed(fn, device: torch.device, min_seconds: float, min_runs: int = 3) -> tuple[float, int]:
@@ -39,12 +39,24 @@ def measure(
     n_tokens = shape[0] * shape[1]
     row: dict[str, Any] = {"prior": prior_name, "precision": precision, "batch": batch, "params_m": sum(p.numel() for p in prior.parameters()) / 1e6}
     net = getattr(prior, "net", None)
-    if net is not None and not getattr(net, "causal", False):
-        codes = torch.randint(codebook_size, (batch, n_tokens), device=device)
-        with autocast():
-            seconds, _ = _timed(lambda: net(codes), device, min_seconds)
-        row["backbone_tokens_per_s"] = batch * n_tokens / seconds
     generator = torch.Generator(device=device).manual_seed(seed)
+    with inference_weights(prior, precision):
+        if net is not None and not getattr(net, "causal", False):
+            codes = torch.randint(codebook_size, (batch, n_tokens), device=device)
+            with autocast():
+                seconds, _ = _timed(lambda: net(codes), device, min_seconds)
+            row["backbone_tokens_per_s"] = batch * n_tokens / seconds
+        row |= _sample_rate(prior, shape, batch, samples, options, autocast, generator, device, seed)
+    if decode_preset:
+        tok = regs.tokenizers.get("vqgan").from_preset(decode_preset).to(device).eval()
+        codes = torch.randint(codebook_size, (1, *shape), device=device)
+        seconds, _ = _timed(lambda: tok.decode(codes), device, min_seconds, min_runs=2)
+        row.update(decode_s_per_img=seconds, total_s_per_img=row["sample_s_per_img"] + seconds)
+    synchronize(device)
+    return row
+
+
+def _sample_rate(prior, shape, batch, samples, options, autocast, generator, device, seed) -> dict[str, float]:
     watch, done, nfe = Stopwatch(device), 0, 0.0
     with PeakMemory(device) as memory:  # from before the warm-up, which leaves its working set resident on CPU
         with autocast():
@@ -55,14 +67,7 @@ def measure(
                 prior.sample(b, shape, generator, **options)
             nfe += prior.last_nfe * b
             done += b
-    row.update(sample_s_per_img=watch.seconds / samples, nfe=nfe / samples, peak_mem_mb=memory.peak_mb)
-    if decode_preset:
-        tok = regs.tokenizers.get("vqgan").from_preset(decode_preset).to(device).eval()
-        codes = torch.randint(codebook_size, (1, *shape), device=device)
-        seconds, _ = _timed(lambda: tok.decode(codes), device, min_seconds, min_runs=2)
-        row.update(decode_s_per_img=seconds, total_s_per_img=row["sample_s_per_img"] + seconds)
-    synchronize(device)
-    return row
+    return {"sample_s_per_img": watch.seconds / samples, "nfe": nfe / samples, "peak_mem_mb": memory.peak_mb}
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:

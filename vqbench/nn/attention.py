@@ -13,20 +13,33 @@ from .rotary import apply_rotary
 
 @dataclass
 class KVCache:
-    """Per-layer keys and values of the positions decoded so far (for causal sampling)."""
+    """Per-layer keys and values of the positions decoded so far (for causal sampling).
+
+    Stored in preallocated buffers that double when full, so appending one position costs O(1) copies instead of
+    re-concatenating the whole cache."""
 
     keys: dict[int, torch.Tensor] = field(default_factory=dict)
     values: dict[int, torch.Tensor] = field(default_factory=dict)
+    lengths: dict[int, int] = field(default_factory=dict)
 
     def length(self) -> int:
-        return next(iter(self.keys.values())).shape[-2] if self.keys else 0
+        return next(iter(self.lengths.values())) if self.lengths else 0
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if layer in self.keys:
-            k = torch.cat([self.keys[layer], k], dim=-2)
-            v = torch.cat([self.values[layer], v], dim=-2)
-        self.keys[layer], self.values[layer] = k, v
-        return k, v
+        """Add k, v (B×H×t×D) after the cached positions; returns views of all keys and values so far."""
+        used, t = self.lengths.get(layer, 0), k.shape[-2]
+        if layer not in self.keys or self.keys[layer].shape[-2] < used + t or self.keys[layer].dtype != k.dtype:
+            capacity = max(2 * (used + t), 16)
+            grown_k = k.new_empty(*k.shape[:-2], capacity, k.shape[-1])
+            grown_v = v.new_empty(*v.shape[:-2], capacity, v.shape[-1])
+            if used:
+                grown_k[..., :used, :] = self.keys[layer][..., :used, :]
+                grown_v[..., :used, :] = self.values[layer][..., :used, :]
+            self.keys[layer], self.values[layer] = grown_k, grown_v
+        self.keys[layer][..., used : used + t, :] = k
+        self.values[layer][..., used : used + t, :] = v
+        self.lengths[layer] = used + t
+        return self.keys[layer][..., : used + t, :], self.values[layer][..., : used + t, :]
 
 
 class SelfAttention(nn.Module):
@@ -53,7 +66,7 @@ class SelfAttention(nn.Module):
             q, k, v = qkv.unbind(0)
         past = 0
         if cache is not None:
-            past = cache.length() if layer in cache.keys else 0
+            past = cache.lengths.get(layer, 0)
             k, v = cache.append(layer, k, v)
         is_causal = self.causal and q.shape[-2] > 1
         if is_causal and past:

@@ -16,6 +16,7 @@ from ..images import save_grid, save_inpainting_strip
 from ..io import atomic_path, fingerprint, load_torch, save_torch, write_json
 from ..metrics.features import FeatureSet
 from ..plugins import Registries
+from ..precision import inference_weights
 from .data import DataBundle
 from .evaluate import EvalContext, evaluate, sample_timed, sampling_labels
 from .schema import Benchmark, PriorSection, Variant
@@ -107,6 +108,20 @@ def _run(cell, bench, regs, data, metrics, reference, folder, cache, device, aut
     info = train_or_reuse(prior, cell, bench, data, lr, folder, cache, device, autocast)
     save_torch(folder / "prior.pt", {"config": to_dict(prior.config), "state_dict": prior.state_dict()})
     prior.eval()
+    with inference_weights(prior, bench.precision):  # sampling and every metric run at the benchmark's precision
+        values, columns, ctx = _sample_and_evaluate(prior, cell, bench, data, metrics, reference, folder, device, autocast)
+    if ctx.artifacts:
+        save_inpainting_strip(folder / "inpainting.png", ctx.artifacts)
+    info |= {"parameters": count_parameters(prior), "supports": prior.supports, "notes": ctx.notes, "timing": ctx.timing}
+    write_json(folder / "metrics.json", {
+        "cell": cell.id, "label": cell.variant.label, "variant": cell.variant.name, "row": cell.variant.row, "seed": cell.seed, "index": cell.index,
+        "values": values, "columns": columns, "column_order": list(columns), "info": info,
+    })  # fmt: skip
+    return {"status": "done", "values": values}
+
+
+def _sample_and_evaluate(prior, cell, bench, data, metrics, reference, folder, device, autocast):
+    """Timed sampling, samples.npy and samples.png, then every metric."""
     labels = sampling_labels(bench.sampling, data, bench.sampling.num_samples)
     samples, images, timing = sample_timed(
         prior, data.tokenizer, bench.sampling.num_samples, bench.sampling.batch_size, cell.seed, device, autocast,
@@ -124,14 +139,7 @@ def _run(cell, bench, regs, data, metrics, reference, folder, cache, device, aut
         shown = images if images is not None else ctx.decode(samples[: bench.sampling.grid_size**2])
         save_grid(folder / "samples.png", shown, bench.sampling.grid_size)
     values, columns = evaluate(ctx, metrics)
-    if ctx.artifacts:
-        save_inpainting_strip(folder / "inpainting.png", ctx.artifacts)
-    info |= {"parameters": count_parameters(prior), "supports": prior.supports, "notes": ctx.notes, "timing": timing}
-    write_json(folder / "metrics.json", {
-        "cell": cell.id, "label": cell.variant.label, "variant": cell.variant.name, "row": cell.variant.row, "seed": cell.seed, "index": cell.index,
-        "values": values, "columns": columns, "column_order": list(columns), "info": info,
-    })  # fmt: skip
-    return {"status": "done", "values": values}
+    return values, columns, ctx
 
 
 def _decoded(ctx: EvalContext, samples: torch.Tensor):

@@ -15,6 +15,7 @@ from ..interfaces import LatentSource
 from ..io import fingerprint, sha256_file, write_json
 from ..metrics.features import FeatureSet, cached_features, extract_features
 from ..plugins import Registries
+from ..precision import make_autocast
 from .cell import Cell, count_parameters, run_cell
 from .data import DataBundle, decode_to_uint8, prepare_data
 from .evaluate import metric_configs
@@ -27,12 +28,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", "cuda was asked for but no CUDA device is available; use --device cpu or auto")
     return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
-
-
-def make_autocast(device: torch.device, precision: str) -> Callable[[], Any]:
-    if precision == "bf16":
-        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext
 
 
 def plan_cells(bench: Benchmark, regs: Registries) -> list[Cell]:
