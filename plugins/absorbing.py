@@ -6,7 +6,6 @@ round(t/T·N) tokens) and predicts x0 at the masked positions. The NLL is the EL
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -17,7 +16,7 @@ import torch.nn.functional as F
 
 import vqbench
 from vqbench.backbones import build_backbone, parse_backbone
-from vqbench.config import parse, positive
+from vqbench.config import positive
 from vqbench.errors import ConfigError
 from vqbench.interfaces import Prior
 from vqbench.sampling import filter_logits, gumbel_noise, sample_categorical
@@ -145,13 +144,8 @@ class AbsorbingPrior(Prior):
         return total * scale / (n * math.log(2))
 
     # ---- sampling -----------------------------------------------------------------------------------------------
-    def sampler(self, **overrides: Any) -> AbsorbingSampler:
-        base = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(AbsorbingSampler)}
-        return parse(AbsorbingSampler, {**base, **overrides}, "sampling")
-
     def sample(self, n, latent_shape, generator, labels=None, **opts) -> torch.Tensor:
-        if tuple(latent_shape) != self.latent_shape:
-            raise ValueError(f"this prior was built for {self.latent_shape} latents, asked for {tuple(latent_shape)}")
+        self.check_shape(latent_shape)
         x = torch.full((n, latent_shape[0] * latent_shape[1]), self.mask_token, device=self.net.to_logits.weight.device)
         return self.unmask(x, generator, labels, **opts).view(n, *self.latent_shape)
 

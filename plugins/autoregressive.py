@@ -6,7 +6,6 @@ raster order: kept tokens are fed as given, masked ones are sampled from what pr
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +15,7 @@ import torch.nn.functional as F
 
 import vqbench
 from vqbench.backbones import build_backbone, parse_backbone
-from vqbench.config import in_unit_interval, parse, positive
+from vqbench.config import in_unit_interval, positive
 from vqbench.interfaces import Prior
 from vqbench.nn import KVCache
 from vqbench.sampling import filter_logits, sample_categorical
@@ -72,13 +71,8 @@ class AutoregressivePrior(Prior):
         ce = F.cross_entropy(self.net(self._inputs(x), labels).float().transpose(1, 2), x, reduction="none")
         return ce.mean(dim=1) / math.log(2)
 
-    def sampler(self, **overrides: Any) -> ARSampler:
-        base = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(ARSampler)}
-        return parse(ARSampler, {**base, **overrides}, "sampling")
-
     def sample(self, n, latent_shape, generator, labels=None, **opts) -> torch.Tensor:
-        if tuple(latent_shape) != self.latent_shape:
-            raise ValueError(f"this prior was built for {self.latent_shape} latents, asked for {tuple(latent_shape)}")
+        self.check_shape(latent_shape)
         return self.generate(n, generator, labels, **opts).view(n, *self.latent_shape)
 
     def inpaint(self, codes, keep_mask, generator, labels=None, **opts) -> torch.Tensor:

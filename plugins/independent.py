@@ -69,8 +69,7 @@ class IndependentPrior(Prior):
         return draws.t().reshape(n, *self.latent_shape)
 
     def sample(self, n, latent_shape, generator, labels=None, **opts) -> torch.Tensor:
-        if tuple(latent_shape) != self.latent_shape:
-            raise ValueError(f"this prior was fitted on {self.latent_shape} latents, asked for {tuple(latent_shape)}")
+        self.check_shape(latent_shape)
         return self._draw(n, generator)
 
     def inpaint(self, codes: torch.Tensor, keep_mask: torch.Tensor, generator: torch.Generator, **opts) -> torch.Tensor:

@@ -7,7 +7,6 @@ denoises with annealed temperature and update proportion; unchanged samples free
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +15,7 @@ import torch.nn.functional as F
 
 import vqbench
 from vqbench.backbones import build_backbone, parse_backbone
-from vqbench.config import parse, positive
+from vqbench.config import positive
 from vqbench.errors import ConfigError
 from vqbench.interfaces import Prior
 from vqbench.sampling import sample_categorical
@@ -92,13 +91,8 @@ class SundaePrior(Prior):
                     x = sample_categorical(logits.detach(), 1.0)
         return total / self.config.unroll_steps
 
-    def sampler(self, **overrides: Any) -> SundaeSampler:
-        base = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(SundaeSampler)}
-        return parse(SundaeSampler, {**base, **overrides}, "sampling")
-
     def sample(self, n, latent_shape, generator, labels=None, **opts) -> torch.Tensor:
-        if tuple(latent_shape) != self.latent_shape:
-            raise ValueError(f"this prior was built for {self.latent_shape} latents, asked for {tuple(latent_shape)}")
+        self.check_shape(latent_shape)
         device = generator.device
         x = torch.randint(self.codebook_size, (n, self.latent_shape[0] * self.latent_shape[1]), generator=generator, device=device)
         return self.denoise(x, generator, labels=labels, **opts).view(n, *self.latent_shape)

@@ -48,3 +48,19 @@ def fresh_plugins():
     plugins.reset()
     yield
     plugins.reset()
+
+
+def fit_for(prior, train: torch.Tensor, steps: int = 400, lr: float = 3e-3, batch_size: int = 128, limit_s: float = 120.0):
+    """Train ``prior`` on random batches of ``train`` codes; asserts the run stays within ``limit_s`` seconds."""
+    import time
+
+    prior.train()
+    optimizer = torch.optim.AdamW(prior.parameters(), lr=lr)
+    start = time.monotonic()
+    for _ in range(steps):
+        loss = prior.loss(train[torch.randint(len(train), (batch_size,))])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert time.monotonic() - start < limit_s
+    return prior.eval()

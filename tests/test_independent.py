@@ -36,7 +36,7 @@ def test_samples_follow_the_fitted_distribution_and_are_reproducible():
     assert a.dtype == torch.int64 and a.shape == (2000, 2, 3) and torch.equal(a, b)
     assert (a == 0).float().mean().item() == pytest.approx(0.7, abs=0.02)
     assert prior.last_nfe == 0
-    with pytest.raises(ValueError, match="fitted on"):
+    with pytest.raises(ValueError, match="built for"):
         prior.sample(1, (3, 3), torch.Generator())
 
 

@@ -1,6 +1,7 @@
 """The interfaces plugins implement: tokenizers, backbones, priors, image sources, metrics, feature extractors."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -87,6 +88,17 @@ class Prior(nn.Module, ABC):
     @property
     def supports(self) -> dict[str, bool]:
         return {"inpainting": self.supports_inpainting, "likelihood": self.supports_likelihood}
+
+    def sampler(self, **overrides: Any) -> Any:
+        """The sampler settings: the config's ``sampler_config`` fields with per-call overrides, validated."""
+        from .config import parse
+
+        base = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.sampler_config)}
+        return parse(self.sampler_config, {**base, **overrides}, "sampling")
+
+    def check_shape(self, latent_shape: tuple[int, int]) -> None:
+        if tuple(latent_shape) != self.latent_shape:
+            raise ValueError(f"this prior was built for {self.latent_shape} latents, asked for {tuple(latent_shape)}")
 
     @abstractmethod
     def loss(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
