@@ -151,16 +151,27 @@ def flatten(params: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def settings_table(out: Path) -> pd.DataFrame:
-    """One line per report row: the prior, its learning rate and every resolved parameter (from the cells' config.json)."""
+    """One line per report row: the prior, its learning rate, every resolved parameter (from the cells'
+    config.json) and the notes its metrics recorded (e.g. how the NLL was estimated)."""
     rows: dict[str, dict[str, Any]] = {}
-    for path in sorted((out / "runs").glob("*/config.json")):
+
+    def plan_position(path: Path) -> tuple[int, str]:
+        metrics = path.parent / "metrics.json"
+        return (read_json(metrics).get("index", 0) if metrics.is_file() else 1 << 30, path.parent.name)
+
+    for path in sorted((out / "runs").glob("*/config.json"), key=plan_position):
         config = read_json(path)
         row = f"{config['label']} [{config['variant']}]" if config.get("variant") else config["label"]
         if row not in rows:
             settings = {**flatten(config.get("params", {})), **{f"sampling.{k}": v for k, v in flatten(config.get("sampling", {})).items()}}
             text = ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None)
-            rows[row] = {"prior": row, "name": config["prior"], "lr": config.get("lr"), "settings": text.replace("|", "/")}
-    return pd.DataFrame(list(rows.values()), columns=["prior", "name", "lr", "settings"])
+            metrics = path.parent / "metrics.json"
+            info = read_json(metrics)["info"] if metrics.is_file() else {}
+            notes = "; ".join(f"{k}: {v}" for k, v in (info.get("notes") or {}).items())
+            if info.get("reused_training"):
+                notes = "; ".join(filter(None, ["weights shared with an identical training run", notes]))
+            rows[row] = {"prior": row, "name": config["prior"], "lr": config.get("lr"), "settings": text.replace("|", "/"), "notes": notes}
+    return pd.DataFrame(list(rows.values()), columns=["prior", "name", "lr", "settings", "notes"])
 
 
 def groups(means: pd.DataFrame, columns: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
