@@ -1,11 +1,10 @@
 """Orchestration: validate everything, then data → reference features → cells → report."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import platform
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
