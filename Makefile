@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo clean
+.PHONY: setup lint test demo clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints/ci.txt
@@ -11,7 +11,12 @@ $(VENV)/.installed: pyproject.toml constraints/ci.txt
 	$(PY) -m pip install -q -c constraints/ci.txt -e '.[test]'
 	touch $@
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check vqbench plugins tests
+	$(VENV)/bin/ruff format --check vqbench plugins tests
+	$(VENV)/bin/mypy vqbench
+
+test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: setup

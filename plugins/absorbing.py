@@ -4,6 +4,7 @@ the same network: step-skipping unmasking (``absorbing``) and confidence-ordered
 Training masks x0 at a time step t ~ U{1..T} (``random``: each token with probability t/T; ``fixed``: exactly
 round(t/T·N) tokens) and predicts x0 at the masked positions. The NLL is the ELBO in bits per token.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,13 +49,15 @@ class AbsorbingConfig(AbsorbingSampler):
     total_steps: int = 256
     mask_schedule: Literal["random", "fixed"] = "random"
     loss: Literal["reweighted_elbo", "elbo", "mlm"] = "reweighted_elbo"
-    elbo_exact_max: int = 32  # NLL: exact sum over every t when total_steps ≤ this ...
-    elbo_draws: int = 16  # ... else a Monte-Carlo estimate over this many t per grid
+    elbo_exact_max: int = 64  # NLL: every t for every grid when total_steps ≤ this ...
+    elbo_draws: int = 16  # ... else this many stratified draws of t per grid
 
     def validate(self, key: str) -> None:
         super().validate(key)
         positive(key, "total_steps", self.total_steps)
-        positive(key, "elbo_draws", self.elbo_draws)
+        positive(key, "elbo_exact_max", self.elbo_exact_max, allow_zero=True)
+        if self.elbo_draws < 2:
+            raise ConfigError(f"{key}.elbo_draws", f"must be at least 2 (stratified draws of t; two give a standard error), got {self.elbo_draws}")
         if self.steps is not None and self.steps > self.total_steps:
             raise ConfigError(f"{key}.steps", f"must be ≤ total_steps ({self.total_steps}), got {self.steps}")
         parse_backbone(self.backbone, f"{key}.backbone", "transformer")
@@ -68,6 +71,23 @@ def time_grid(steps: int, total: int) -> list[int]:
 def masked_at(t: int, total: int, n: int) -> int:
     """How many of n tokens are masked at time t."""
     return int(round(n * t / total))
+
+
+def stratified_stderr(terms: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """Standard error per row of the stratified estimate ``terms @ sizes`` (one draw per stratum, B×K).
+
+    Collapsed strata: neighbouring strata are grouped in pairs (the last group holds three when K is odd) and each
+    group's variance is estimated from the spread of its per-unit draws, v_g = N_g² s_g² / m_g — conservative, as
+    the differences between neighbouring strata count as noise. NaN when K = 1."""
+    b, k = terms.shape
+    if k < 2:
+        return torch.full((b,), float("nan"), device=terms.device)
+    groups = torch.arange(k, device=terms.device).div(2, rounding_mode="floor").clamp(max=k // 2 - 1)
+    var = terms.new_zeros(b)
+    for g in range(k // 2):
+        members = groups == g
+        var += sizes[members].sum() ** 2 * terms[:, members].var(dim=1) / members.sum()
+    return var.sqrt()
 
 
 def maskgit_ratio(progress: float, schedule: str) -> float:
@@ -99,18 +119,21 @@ class AbsorbingPrior(Prior):
         self.net = build_backbone(config.backbone, "backbone", "transformer", codebook_size + 1, codebook_size, latent_shape, num_classes)
 
     # ---- training and likelihood ------------------------------------------------------------------------------
-    def mask_at(self, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Mask (True = absorbed) for grids x0 (B×N) at times t (B,), following ``mask_schedule``."""
+    def mask_at(self, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None, schedule: str | None = None) -> torch.Tensor:
+        """Mask (True = absorbed) for grids x0 (B×N) at times t (B,), following ``schedule`` (default
+        ``mask_schedule``). ``fixed`` masks round(t/T·N) tokens, at least one."""
         device = generator.device if generator is not None else x0.device
         scores = torch.rand(x0.shape, generator=generator, device=device).to(x0.device)
-        if self.config.mask_schedule == "random":
+        if (schedule or self.config.mask_schedule) == "random":
             return scores < (t.float() / self.config.total_steps)[:, None]
-        counts = torch.round(t.float() / self.config.total_steps * x0.shape[1]).long()
+        counts = torch.round(t.float() / self.config.total_steps * x0.shape[1]).long().clamp(min=1)
         return rank_mask(scores, counts)
 
-    def masked_ce(self, x0: torch.Tensor, t: torch.Tensor, labels=None, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def masked_ce(
+        self, x0: torch.Tensor, t: torch.Tensor, labels=None, generator=None, schedule: str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed cross-entropy in nats over masked tokens, number masked), per grid."""
-        mask = self.mask_at(x0, t, generator)
+        mask = self.mask_at(x0, t, generator, schedule)
         logits = self.net(torch.where(mask, self.mask_token, x0), labels)
         ce = F.cross_entropy(logits.float().transpose(1, 2), x0, reduction="none")
         return (ce * mask).sum(dim=1), mask.sum(dim=1)
@@ -126,22 +149,31 @@ class AbsorbingPrior(Prior):
         return (weight * ce).mean() / (n * math.log(2))
 
     def nll(self, codes: torch.Tensor, generator: torch.Generator | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """ELBO in bits per token: Σ_t E[(1/t) Σ_masked −log p(x0_i | x_t)], exact over t or Monte Carlo."""
+        """ELBO in bits per token, Σ_t E[(1/t) Σ_masked −log p(x0_i | x_t)] under the ``random`` schedule (the only
+        one for which the sum is a bound), estimated per grid by stratified sampling of t.
+
+        The T time steps are cut into K contiguous strata (K = T when T ≤ ``elbo_exact_max``: the exact sum over t,
+        else K = ``elbo_draws``); every grid draws its own t uniformly inside each stratum and its own masks, and
+        each draw is weighted by its stratum's size, which makes the estimate unbiased. ``self.nll_stderr`` holds
+        each grid's standard error (collapsed-strata estimate: strata grouped in pairs, conservative)."""
         x0 = codes.flatten(1)
         T, (b, n) = self.config.total_steps, x0.shape
-        if T <= self.config.elbo_exact_max:
-            times, scale = range(1, T + 1), 1.0
-            self.nll_note = f"ELBO, exact sum over all {T} time steps"
+        exact = self.config.elbo_exact_max >= T
+        k = T if exact else min(self.config.elbo_draws, T)
+        edges = torch.tensor([(i * T) // k for i in range(k + 1)], device=x0.device)  # stratum i: t in (edges[i], edges[i+1]]
+        sizes = (edges[1:] - edges[:-1]).float()
+        device = generator.device if generator is not None else x0.device
+        u = torch.rand((b, k), generator=generator, device=device).to(x0.device)
+        times = edges[:-1] + 1 + (u * sizes).long().clamp(max=(sizes.long() - 1))  # B×K
+        terms = torch.stack([self.masked_ce(x0, times[:, i], labels, generator, schedule="random")[0] / times[:, i] for i in range(k)], dim=1) / (
+            n * math.log(2)
+        )  # B×K: per-draw (1/t)·CE in bits per token
+        self.nll_stderr = stratified_stderr(terms, sizes)
+        if exact:
+            self.nll_note = f"ELBO, exact sum over all {T} time steps per grid (random masks)"
         else:
-            device = generator.device if generator is not None else x0.device
-            times = torch.randint(1, T + 1, (self.config.elbo_draws,), generator=generator, device=device).tolist()
-            scale = T / self.config.elbo_draws
-            self.nll_note = f"ELBO, Monte Carlo over {self.config.elbo_draws} time steps of {T}"
-        total = torch.zeros(b, device=x0.device)
-        for t in times:
-            ce, _ = self.masked_ce(x0, torch.full((b,), t, device=x0.device), labels, generator)
-            total += ce / t
-        return total * scale / (n * math.log(2))
+            self.nll_note = f"ELBO, Monte Carlo: {k} stratified time steps of {T} per grid (random masks)"
+        return terms @ sizes
 
     # ---- sampling -----------------------------------------------------------------------------------------------
     def sample(self, n, latent_shape, generator, labels=None, **opts) -> torch.Tensor:
@@ -169,15 +201,21 @@ class AbsorbingPrior(Prior):
 
     def _absorbing(self, x, generator, labels, cfg) -> int:
         """Step skipping: at each evenly spaced time step unmask the number of tokens the schedule implies, at
-        random masked positions, with codes drawn from the network's prediction of x0."""
+        random masked positions, with codes drawn from the network's prediction of x0. The time grid runs from each
+        grid's start time (T when sampling; when inpainting, the first t whose schedule masks as many tokens as
+        are to be regenerated) down to 0 in ``steps`` even transitions."""
         T, n = self.config.total_steps, x.shape[1]
         masked = x == self.mask_token
         start = masked.sum(dim=1)
+        scheduled = torch.round(torch.arange(T + 1, device=x.device) * n / T).long()  # masked_at(t) for t = 0..T
+        t_start = torch.searchsorted(scheduled, start).clamp(max=T).float()
+        steps = min(cfg.steps or T, T)
         evaluations = 0
-        for t_next in time_grid(cfg.steps or T, T)[1:]:
-            target = torch.minimum(start, torch.tensor(masked_at(t_next, T, n), device=x.device))
+        for j in range(steps):
+            t_next = torch.round(t_start * (steps - 1 - j) / steps).long()
+            target = torch.minimum(start, scheduled[t_next])
             counts = masked.sum(dim=1) - target
-            if not counts.any():  # inpainting with few masked tokens starts later in the schedule
+            if not counts.any():  # several grid times round to the same masked count
                 continue
             scores = torch.rand(x.shape, generator=generator, device=generator.device).to(x.device)
             reveal = rank_mask(scores.masked_fill(~masked, 2.0), counts) & masked
@@ -205,7 +243,9 @@ class AbsorbingPrior(Prior):
             noise = cfg.choice_temperature * (1.0 - progress) * gumbel_noise(x.shape, generator, x.device)
             confidence = (confidence + noise).masked_fill(~masked, float("inf"))
             still = torch.floor(start.float() * maskgit_ratio(progress, cfg.schedule)).long() if step + 1 < steps else torch.zeros_like(start)
-            still = torch.minimum(still, (masked.sum(dim=1) - 1).clamp(min=0))  # at least one token per step
+            if step + 1 < steps:  # the reference's guard: ≥ 1 token revealed this step and ≥ 1 left for the next
+                still = torch.maximum(torch.ones_like(still), torch.minimum(still, masked.sum(dim=1) - 1))
+            still = still.clamp(min=0)
             remask = rank_mask(confidence, still) & masked
             x[masked & ~remask] = sampled[masked & ~remask]
             masked = remask

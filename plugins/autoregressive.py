@@ -4,6 +4,7 @@ Exact NLL; sampling one position per network evaluation with a key/value cache (
 ``kv_cache: false``, recomputing the whole prefix each step as the Unleashing AR baseline does. Inpainting walks the
 raster order: kept tokens are fed as given, masked ones are sampled from what precedes them.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,7 +16,8 @@ import torch.nn.functional as F
 
 import vqbench
 from vqbench.backbones import build_backbone, parse_backbone
-from vqbench.config import in_unit_interval, positive
+from vqbench.config import positive
+from vqbench.errors import ConfigError
 from vqbench.interfaces import Prior
 from vqbench.nn import KVCache
 from vqbench.sampling import filter_logits, sample_categorical
@@ -33,8 +35,8 @@ class ARSampler:
     def validate(self, key: str) -> None:
         positive(key, "temperature", self.temperature)
         positive(key, "top_k", self.top_k)
-        if self.top_p is not None:
-            in_unit_interval(key, "top_p", self.top_p)
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"{key}.top_p", f"must lie in (0, 1] (the nucleus keeps at least the top token), got {self.top_p!r}")
 
 
 @dataclass
@@ -57,7 +59,9 @@ class AutoregressivePrior(Prior):
     def __init__(self, config: ARConfig, codebook_size: int, latent_shape: tuple[int, int], num_classes: int = 0):
         super().__init__(config, codebook_size, latent_shape, num_classes)
         self.start_token = codebook_size
-        self.net = build_backbone(config.backbone, "backbone", "transformer", codebook_size + 1, codebook_size, latent_shape, num_classes, causal=True)
+        self.net = build_backbone(
+            config.backbone, "backbone", "transformer", codebook_size + 1, codebook_size, latent_shape, num_classes, causal=True
+        )
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([torch.full_like(x[:, :1], self.start_token), x[:, :-1]], dim=1)

@@ -1,11 +1,12 @@
 """Feature extractors for FID/KID/PRDC: torch-fidelity's Inception-v3 (real weights or a labelled random init) and a
 small random CNN for fast smoke runs."""
+
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F

@@ -4,6 +4,7 @@ Embedding → pre-blocks → downsample → valley (blocks, or a nested hourglas
 norm → logits. ``resample: 2d`` groups √k×√k spatial patches of the h×w grid; ``1d`` shortens the raster sequence by k.
 Sides that are not multiples are zero-padded and cropped after. Bidirectional only (no causal shifting).
 """
+
 from __future__ import annotations
 
 import math
@@ -19,7 +20,7 @@ import vqbench
 from vqbench.config import positive
 from vqbench.errors import ConfigError
 from vqbench.interfaces import Backbone
-from vqbench.nn import CrossBlock, TransformerBlock, rotary_angles_1d, rotary_angles_2d, rotary_angles_axial
+from vqbench.nn import CrossBlock, TransformerBlock, init_weights, rotary_angles_1d, rotary_angles_2d, rotary_angles_axial
 
 
 @dataclass
@@ -36,7 +37,7 @@ class HourglassConfig:
     attn_resampling: bool = True
     rotary: Literal["none", "1d", "2d"] = "2d"
     rotary_dim: int | None = None  # channels per head that rotate (default: all of dim_head)
-    abs_pos: bool = False  # learned absolute positions at full resolution
+    abs_pos: bool | None = None  # learned absolute positions at full resolution; None: exactly when rotary is none
     class_conditional: bool = False
 
     def validate(self, key: str) -> None:
@@ -50,6 +51,11 @@ class HourglassConfig:
         rot = self.rotary_dim or self.dim_head
         if self.rotary != "none" and (rot > self.dim_head or rot % (4 if self.rotary == "2d" else 2)):
             raise ConfigError(f"{key}.rotary_dim", f"must be ≤ dim_head and divisible by {4 if self.rotary == '2d' else 2}, got {rot}")
+
+    @property
+    def learned_positions(self) -> bool:
+        """Learned absolute positions: as set, else exactly when there is no rotary (the reference's fallback)."""
+        return self.rotary == "none" if self.abs_pos is None else self.abs_pos
 
 
 def check_depth(depth: Any, key: str) -> None:
@@ -68,7 +74,7 @@ class GridLayout:
     h: int
     w: int
 
-    def bucket(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, "GridLayout"]:
+    def bucket(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, GridLayout]:
         """B×(h·w)×d → zero-padded √k×√k patches B×m×k×d, and the m-token child grid."""
         s = math.isqrt(k)
         hp, wp = -(-self.h // s) * s, -(-self.w // s) * s
@@ -94,7 +100,7 @@ class SeqLayout:
     span: int
     width: int
 
-    def bucket(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, "SeqLayout"]:
+    def bucket(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, SeqLayout]:
         m = -(-self.n // k)
         padded = F.pad(x, (0, 0, 0, m * k - self.n))
         return rearrange(padded, "b (m k) d -> b m k d", k=k), SeqLayout(m, self.span * k, self.width)
@@ -184,18 +190,21 @@ class Hourglass(Backbone):
 
     Config = HourglassConfig
 
-    def __init__(self, config: HourglassConfig, vocab_size: int, num_logits: int, latent_shape: tuple[int, int], num_classes: int = 0, causal: bool = False):
+    def __init__(
+        self, config: HourglassConfig, vocab_size: int, num_logits: int, latent_shape: tuple[int, int], num_classes: int = 0, causal: bool = False
+    ):
         super().__init__()
         if causal:
             raise ConfigError("backbone", "the hourglass backbone is bidirectional (no causal shifting)")
         self.config, self.latent_shape = config, tuple(latent_shape)
         h, w = self.latent_shape
         self.embed = nn.Embedding(vocab_size, config.dim)
-        self.pos = nn.Parameter(torch.randn(1, h * w, config.dim) * 0.02) if config.abs_pos else None
+        self.pos = nn.Parameter(torch.randn(1, h * w, config.dim) * 0.02) if config.learned_positions else None
         self.class_embed = nn.Embedding(num_classes, config.dim) if config.class_conditional and num_classes else None
         self.root = HourglassLevel(config, config.depth)
         self.norm = nn.LayerNorm(config.dim)
         self.to_logits = nn.Linear(config.dim, num_logits)
+        self.apply(init_weights)  # positions keep their own N(0, 0.02) draw
         self.layout = GridLayout(h, w) if config.resample == "2d" else SeqLayout(h * w, 1, w)
         self._angles: dict[tuple, torch.Tensor | None] = {}
 

@@ -1,4 +1,5 @@
 """``image_folder``: a user's folder of images (FFHQ, LSUN, ...), resized and centre-cropped on the fly."""
+
 from __future__ import annotations
 
 import logging
@@ -62,13 +63,10 @@ class ImageFolder(ImageSource):
         if not root.is_dir():
             raise ConfigError(
                 f"{key}.path",
-                f"image folder {str(root)!r} does not exist; put the images there or point elsewhere with "
-                f"`--set {key}.path=/path/to/images`",
+                f"image folder {str(root)!r} does not exist; put the images there or point elsewhere with `--set {key}.path=/path/to/images`",
             )
         if not self.files:
-            raise ConfigError(
-                f"{key}.path", f"image folder {str(root)!r} has no .jpg/.jpeg/.png/.webp files (searched recursively)"
-            )
+            raise ConfigError(f"{key}.path", f"image folder {str(root)!r} has no .jpg/.jpeg/.png/.webp files (searched recursively)")
 
     def __len__(self) -> int:
         return len(self.files)

@@ -2,6 +2,7 @@
 
 The floor every table should show: exact NLL, sampling and inpainting, no network (NFE 0).
 """
+
 from __future__ import annotations
 
 import math
@@ -16,19 +17,29 @@ from vqbench.interfaces import Prior
 
 
 @dataclass
-class IndependentConfig:
-    smoothing: float = 0.5  # pseudo-count added to every (position, code)
+class IndependentSampler:
+    """Sampler settings (overridable per call / per benchmark)."""
+
     temperature: float = 1.0
 
     def validate(self, key: str) -> None:
-        positive(key, "smoothing", self.smoothing)
         positive(key, "temperature", self.temperature)
+
+
+@dataclass
+class IndependentConfig(IndependentSampler):
+    smoothing: float = 0.5  # pseudo-count added to every (position, code)
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        positive(key, "smoothing", self.smoothing)
 
 
 class IndependentPrior(Prior):
     """Per-position categorical from smoothed code counts: exact NLL, sampling, inpainting (no network)."""
 
     Config = IndependentConfig
+    sampler_config = IndependentSampler
     trainable = False
     supports_inpainting = True
     supports_likelihood = True
@@ -62,18 +73,19 @@ class IndependentPrior(Prior):
         picked = logp.gather(1, flat.t()).t()  # B×N
         return -picked.mean(dim=1).float() / math.log(2.0)
 
-    def _draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        probs = torch.softmax(self.log_probs() / self.config.temperature, dim=-1).float().to(generator.device)
+    def _draw(self, n: int, generator: torch.Generator, **opts) -> torch.Tensor:
+        temperature = self.sampler(**opts).temperature
+        probs = torch.softmax(self.log_probs() / temperature, dim=-1).float().to(generator.device)
         draws = torch.multinomial(probs, n, replacement=True, generator=generator)  # N×n
         self.last_nfe = 0
         return draws.t().reshape(n, *self.latent_shape)
 
     def sample(self, n, latent_shape, generator, labels=None, **opts) -> torch.Tensor:
         self.check_shape(latent_shape)
-        return self._draw(n, generator)
+        return self._draw(n, generator, **opts)
 
-    def inpaint(self, codes: torch.Tensor, keep_mask: torch.Tensor, generator: torch.Generator, **opts) -> torch.Tensor:
-        fresh = self._draw(codes.shape[0], generator).to(codes.device)
+    def inpaint(self, codes: torch.Tensor, keep_mask: torch.Tensor, generator: torch.Generator, labels=None, **opts) -> torch.Tensor:
+        fresh = self._draw(codes.shape[0], generator, **opts).to(codes.device)
         return torch.where(keep_mask.to(codes.device), codes, fresh)
 
 

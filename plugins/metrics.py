@@ -1,12 +1,14 @@
 """The built-in metrics, registered like any plugin's."""
+
 from __future__ import annotations
 
 import vqbench
 from vqbench.metrics.fid import FIDMetric, KIDMetric
-from vqbench.metrics.inpainting import InpaintingMetric, SampleTimeMetric
+from vqbench.metrics.inpainting import InpaintingMetric
 from vqbench.metrics.known_truth import KnownTruthMetric
 from vqbench.metrics.latent_stats import LatentStatsMetric, NLLMetric
 from vqbench.metrics.prdc import PRDCMetric
+from vqbench.metrics.timing import SampleTimeMetric
 
 
 @vqbench.hookimpl

@@ -5,8 +5,10 @@ probability t), then unrolls ``unroll_steps`` denoising passes, each sampled at 
 loss is the mean cross-entropy of every pass's logits against the clean codes. Sampling starts from uniform codes and
 denoises with annealed temperature and update proportion; unchanged samples freeze early and leave the batch.
 """
+
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,8 @@ from vqbench.errors import ConfigError
 from vqbench.interfaces import Prior
 from vqbench.sampling import sample_categorical
 
+SHORT_RUN = 20  # SUNDAE: below this many steps every token takes the new sample
+
 
 @dataclass
 class SundaeSampler:
@@ -28,7 +32,7 @@ class SundaeSampler:
     steps: int = 100
     temperature: float = 1.0
     end_temperature: float | None = None  # linear anneal from temperature (None: constant)
-    update_proportion: float | None = None  # fraction of positions that take the new sample; None: 1.0 below 20 steps, else 0.5
+    update_proportion: float | None = None  # fraction of positions that take the new sample; None: 0.5 (1.0 below 20 steps)
     end_update_proportion: float | None = None  # linear anneal target (None: constant)
     early_stop: bool = True
     min_steps: int = 10  # a sample unchanged after this many steps is frozen and leaves the batch
@@ -36,17 +40,27 @@ class SundaeSampler:
     def validate(self, key: str) -> None:
         positive(key, "steps", self.steps)
         positive(key, "temperature", self.temperature)
+        positive(key, "end_temperature", self.end_temperature)
         positive(key, "min_steps", self.min_steps, allow_zero=True)
         for name in ("update_proportion", "end_update_proportion"):
             value = getattr(self, name)
             if value is not None and not 0.0 < value <= 1.0:
                 raise ConfigError(f"{key}.{name}", f"must lie in (0, 1], got {value}")
 
-    def schedules(self) -> tuple[torch.Tensor, torch.Tensor]:
-        start_p = self.update_proportion if self.update_proportion is not None else (1.0 if self.steps < 20 else 0.5)
+    def full_updates(self, explicit: bool) -> bool:
+        """The paper's rule: below 20 steps every token updates, unless a proportion was given for this call."""
+        return self.steps < SHORT_RUN and not explicit
+
+    def schedules(self, explicit: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(temperature, update proportion) per step. ``explicit``: the proportions were given for this call (else
+        the configured ones are replaced by 1.0 below 20 steps)."""
         end_t = self.end_temperature if self.end_temperature is not None else self.temperature
+        temperatures = torch.linspace(self.temperature, end_t, self.steps)
+        if self.full_updates(explicit) or (self.update_proportion is None and self.steps < SHORT_RUN):
+            return temperatures, torch.ones(self.steps)
+        start_p = self.update_proportion if self.update_proportion is not None else 0.5
         end_p = self.end_update_proportion if self.end_update_proportion is not None else start_p
-        return torch.linspace(self.temperature, end_t, self.steps), torch.linspace(start_p, end_p, self.steps)
+        return temperatures, torch.linspace(start_p, end_p, self.steps)
 
 
 @dataclass
@@ -58,8 +72,6 @@ class SundaeConfig(SundaeSampler):
         super().validate(key)
         positive(key, "unroll_steps", self.unroll_steps)
         parse_backbone(self.backbone, f"{key}.backbone", "hourglass")
-
-
 
 
 class SundaePrior(Prior):
@@ -109,7 +121,16 @@ class SundaePrior(Prior):
     def denoise(self, x: torch.Tensor, generator: torch.Generator, labels=None, keep: torch.Tensor | None = None, **opts) -> torch.Tensor:
         """Iterative denoising of x (B×N). Frozen samples leave the batch, so compute shrinks as they converge."""
         cfg = self.sampler(**opts)
-        temperatures, proportions = cfg.schedules()
+        explicit = "update_proportion" in opts or "end_update_proportion" in opts
+        partial = {cfg.update_proportion, cfg.end_update_proportion} - {None, 1.0}
+        if cfg.full_updates(explicit) and partial and not getattr(self, "_warned_short_run", False):
+            self._warned_short_run = True
+            warnings.warn(
+                f"sundae: {cfg.steps} steps < {SHORT_RUN}: every token updates (the paper's rule); the configured update "
+                "proportion is ignored — pass update_proportion for the call (priors[].sampling) to force it",
+                stacklevel=2,
+            )
+        temperatures, proportions = cfg.schedules(explicit)
         out = x.clone()
         active = torch.arange(x.shape[0], device=x.device)
         current, given = x, x

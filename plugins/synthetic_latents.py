@@ -8,6 +8,7 @@
   (≈ 0 for well-separated templates). Precision (samples within a Hamming radius of some template) and recall
   (templates hit) are exactly computable; the radius is the smallest r with P(d ≤ r) ≥ 0.99 for true samples.
 """
+
 from __future__ import annotations
 
 import math

@@ -3,6 +3,7 @@
 Each image is a pure function of (seed, index) and can be rendered at any resolution from 32² to 1024²; shapes are
 drawn with signed distances and one-pixel anti-aliasing, so the same face looks the same at every size.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ def render(factors: np.ndarray, colour_noise: np.ndarray, resolution: int) -> np
     canvas = np.empty((resolution, resolution, 3))
     canvas[:] = np.clip(BACKGROUNDS[bg] + colour_noise[0], 0, 255)
     # a soft vertical gradient so the background is not flat
-    canvas *= (1.0 - 0.12 * (v[..., None] + 1.0) / 2.0)
+    canvas *= 1.0 - 0.12 * (v[..., None] + 1.0) / 2.0
 
     def paint(alpha: np.ndarray, colour: np.ndarray) -> None:
         canvas[:] = canvas * (1.0 - alpha[..., None]) + np.clip(colour, 0, 255) * alpha[..., None]

@@ -1,5 +1,6 @@
 """``transformer``: a flat pre-norm transformer over the raster sequence, bidirectional (BERT-style) or causal (GPT)
 with a key/value cache; learned absolute positions and/or rotary (1d over the raster index, 2d axial)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,8 +12,8 @@ from torch import nn
 import vqbench
 from vqbench.config import positive
 from vqbench.errors import ConfigError
-from vqbench.interfaces import Backbone
-from vqbench.nn import KVCache, TransformerBlock, rotary_angles_1d, rotary_angles_2d
+from vqbench.interfaces import CausalBackbone
+from vqbench.nn import KVCache, TransformerBlock, init_weights, rotary_angles_1d, rotary_angles_2d
 
 
 @dataclass
@@ -40,14 +41,15 @@ class TransformerConfig:
 PRESETS = {"unleashing": {"dim": 512, "depth": 24, "heads": 8, "dim_head": 64, "abs_pos": True}}
 
 
-class Transformer(Backbone):
+class Transformer(CausalBackbone):
     """Flat pre-norm transformer (bidirectional, or causal with a key/value cache)."""
 
     Config = TransformerConfig
-    supports_causal = True
     presets = PRESETS
 
-    def __init__(self, config: TransformerConfig, vocab_size: int, num_logits: int, latent_shape: tuple[int, int], num_classes: int = 0, causal: bool = False):
+    def __init__(
+        self, config: TransformerConfig, vocab_size: int, num_logits: int, latent_shape: tuple[int, int], num_classes: int = 0, causal: bool = False
+    ):
         super().__init__()
         self.config, self.causal, self.latent_shape = config, causal, tuple(latent_shape)
         h, w = self.latent_shape
@@ -55,11 +57,11 @@ class Transformer(Backbone):
         self.pos = nn.Parameter(torch.randn(1, h * w, config.dim) * 0.02) if config.abs_pos else None
         self.class_embed = nn.Embedding(num_classes, config.dim) if config.class_conditional and num_classes else None
         self.blocks = nn.ModuleList(
-            TransformerBlock(config.dim, config.heads, config.dim_head, config.mlp_ratio, config.dropout, causal=causal)
-            for _ in range(config.depth)
+            TransformerBlock(config.dim, config.heads, config.dim_head, config.mlp_ratio, config.dropout, causal=causal) for _ in range(config.depth)
         )
         self.norm = nn.LayerNorm(config.dim)
         self.to_logits = nn.Linear(config.dim, num_logits)
+        self.apply(init_weights)  # positions keep their own N(0, 0.02) draw
         self._angles: dict[torch.device, torch.Tensor] = {}
 
     def angles(self, device: torch.device) -> torch.Tensor | None:
@@ -69,7 +71,9 @@ class Transformer(Backbone):
         if device not in self._angles:
             h, w = self.latent_shape
             self._angles[device] = (
-                rotary_angles_2d(h, w, rot, device=device) if self.config.rotary == "2d" else rotary_angles_1d(torch.arange(h * w, device=device), rot)
+                rotary_angles_2d(h, w, rot, device=device)
+                if self.config.rotary == "2d"
+                else rotary_angles_1d(torch.arange(h * w, device=device), rot)
             )
         return self._angles[device]
 

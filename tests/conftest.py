@@ -1,4 +1,5 @@
 """Shared fixtures: tiny benchmarks that run on a 2-core CPU in seconds."""
+
 from __future__ import annotations
 
 import copy
@@ -31,6 +32,7 @@ SMOKE = {
         "inpainting": {"num_images": 6},
     },
     "device": "cpu",
+    "precision": "fp32",  # the same numbers on every CPU, with or without native bf16
 }
 
 
@@ -50,17 +52,13 @@ def fresh_plugins():
     plugins.reset()
 
 
-def fit_for(prior, train: torch.Tensor, steps: int = 400, lr: float = 3e-3, batch_size: int = 128, limit_s: float = 120.0):
-    """Train ``prior`` on random batches of ``train`` codes; asserts the run stays within ``limit_s`` seconds."""
-    import time
-
+def fit_for(prior, train: torch.Tensor, steps: int = 400, lr: float = 3e-3, batch_size: int = 128):
+    """Train ``prior`` on random batches of ``train`` codes (timing belongs in benchmarks, not here)."""
     prior.train()
     optimizer = torch.optim.AdamW(prior.parameters(), lr=lr)
-    start = time.monotonic()
     for _ in range(steps):
         loss = prior.loss(train[torch.randint(len(train), (batch_size,))])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert time.monotonic() - start < limit_s
     return prior.eval()

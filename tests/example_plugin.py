@@ -1,4 +1,8 @@
-"""A third-party-style plugin used by the tests: a trainable per-position table prior and a prior whose loss is NaN."""
+"""A third-party-style plugin used by the tests: a trainable per-position table prior and a prior whose loss is NaN.
+
+The table prior runs the shared contract (vqbench/testing.py) in ``tests/test_conformance.py::TestExamplePlugin``,
+the way a plugin author runs it on their own prior."""
+
 from __future__ import annotations
 
 import math
@@ -21,6 +25,7 @@ class TablePrior(Prior):
 
     Config = TableConfig
     supports_likelihood = True
+    supports_inpainting = True
 
     def __init__(self, config, codebook_size, latent_shape, num_classes=0):
         super().__init__(config, codebook_size, latent_shape, num_classes)
@@ -38,6 +43,10 @@ class TablePrior(Prior):
         self.last_nfe = 1
         probs = self.logits.softmax(-1).to(generator.device)
         return torch.multinomial(probs, n, replacement=True, generator=generator).t().reshape(n, *latent_shape)
+
+    def inpaint(self, codes, keep_mask, generator, labels=None, **opts):
+        fresh = self.sample(codes.shape[0], tuple(codes.shape[1:]), generator).to(codes.device)
+        return torch.where(keep_mask.to(codes.device), codes, fresh)
 
 
 class NaNPrior(TablePrior):

@@ -1,18 +1,18 @@
 """The autoregressive prior: known-truth NLL, KV-cache equivalence, filtering, causal inpainting."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
+from vqbench_plugins.synthetic_latents import SyntheticLatents, SyntheticLatentsConfig
 
 import vqbench
 from vqbench.config import parse
-
-from .conftest import fit_for
 from vqbench.sampling import filter_logits
 
-from vqbench_plugins.synthetic_latents import SyntheticLatents, SyntheticLatentsConfig
+from .conftest import fit_for
 
 SMALL = {"backbone": {"name": "transformer", "dim": 64, "depth": 2, "heads": 4, "dim_head": 16}}
 
@@ -87,3 +87,32 @@ def test_hourglass_is_refused_as_a_causal_backbone():
 
     with pytest.raises(ConfigError, match="bidirectional only"):
         ar(backbone={"name": "hourglass"})
+
+
+def test_nucleus_keeps_the_top_token_and_top_p_zero_is_refused():
+    from vqbench.errors import ConfigError
+
+    logits = torch.log(torch.tensor([[0.1, 0.6, 0.3]]))
+    kept = torch.isfinite(filter_logits(logits, top_p=0.0))[0].tolist()  # greedy, not all -inf
+    assert kept == [False, True, False]
+    with pytest.raises(ConfigError, match="top_p"):
+        ar(top_p=0.0)
+
+
+def test_inverse_cdf_never_picks_a_zero_probability_code(monkeypatch):
+    from vqbench import sampling
+
+    logits = torch.log(torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 0.0, 0.0]]))
+    for extreme in (0.0, 1.0 - 2**-24):  # the uniform draw at either end of [0, 1)
+        monkeypatch.setattr(sampling.torch, "rand", lambda shape, v=extreme, **kw: torch.full(shape, v))
+        picked = sampling.sample_categorical(logits)
+        assert (logits.exp().gather(1, picked[:, None]) > 0).all(), (extreme, picked)
+
+
+def test_sample_categorical_leaves_the_callers_logits_alone():
+    from vqbench.sampling import sample_categorical
+
+    logits = torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
+    before = logits.clone()
+    sample_categorical(logits, 0.5, torch.Generator().manual_seed(1))
+    assert torch.equal(logits, before)

@@ -1,4 +1,5 @@
 """End to end through the CLI: a smoke benchmark, reruns, report rebuild, bad input, failures, latent-only runs."""
+
 from __future__ import annotations
 
 import json
@@ -37,10 +38,22 @@ def test_smoke_benchmark_end_to_end(smoke_config, tmp_path, capsys):
     assert "random weights" in report and "nearest_k = 3" in report and "## Inpainting" in report
     assert "## Settings" in report and "smoothing=0.5, temperature=0.8" in report  # every knob is shown
     table = pd.read_csv(out / "report.csv", index_col="prior")
-    assert len(table) == 3 and {"fid", "kid", "precision", "recall", "density", "coverage", "nll_bpt", "inpaint_center_lpips", "total_s_per_img"} <= set(table.columns)
+    assert len(table) == 3 and {
+        "fid",
+        "kid",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+        "nll_bpt",
+        "inpaint_center_lpips",
+        "total_s_per_img",
+    } <= set(table.columns)
     assert np.isfinite(table[["fid", "nll_bpt", "inpaint_strokes_psnr", "sample_s_per_img"]].to_numpy()).all()
     assert (table["nfe"] == 0).all()  # the independent prior runs no network
     assert "\\begin{tabular}" in (out / "report.tex").read_text()
+    assert "N = 24 samples per cell, reference N = 30" in report and "N = 6 inpainted images" in report
+    assert "[samples.png](runs/independent__seed0/samples.png)" in report and "[inpainting.png](runs/independent__seed0/inpainting.png)" in report
     cell = out / "runs" / "independent__seed0"
     for name in ("config.json", "metrics.json", "samples.npy", "samples.png", "inpainting.png", "prior.pt", "log.txt"):
         assert (cell / name).is_file(), name
@@ -51,12 +64,30 @@ def test_smoke_benchmark_end_to_end(smoke_config, tmp_path, capsys):
     cached = list((Path(smoke_config["cache"]) / "latents").iterdir())
     assert len(cached) == 2 and all(latents.open(p).meta["tokenizer"]["checkpoint_sha256"] for p in cached)
 
+    # export: every cell's samples and the reference images, decoded by the run's tokenizer
+    assert main(["export", str(out), "--format", "npz"]) == 0
+    exported = np.load(out / "export" / "independent__seed0" / "images.npz")["images"]
+    assert exported.shape == (24, 16, 16, 3) and exported.dtype == np.uint8
+    assert np.load(out / "export" / "reference" / "images.npz")["images"].shape == (30, 16, 16, 3)
+    assert main(["export", str(out), "--out", str(tmp_path / "png"), "--no-reference"]) == 0
+    assert len(list((tmp_path / "png" / "sharp__temperature=0.5__seed0").glob("*.png"))) == 24 and not (tmp_path / "png" / "reference").exists()
+    results = json.loads((out / "results.json").read_text())
+    assert results["versions"]["torch"] == torch.__version__.split("+")[0] and results["benchmark"]["name"] == "smoke"
+    assert results["command"] and results["finished"] and results["failures"] == {}
+
     # rerun: every cell is skipped, the tokenizer and latents come from the cache
     stamp = (cell / "metrics.json").stat().st_mtime_ns
     capsys.readouterr()
     assert main(["run", write(tmp_path, smoke_config)]) == 0
     assert (cell / "metrics.json").stat().st_mtime_ns == stamp
     assert "already finished: skipped" in (out / "run.log").read_text()
+
+    # a changed setting is not passed off as the old numbers: the cells are recomputed under the new protocol
+    smoke_config["sampling"]["num_samples"] = 12
+    assert main(["run", write(tmp_path, smoke_config)]) == 0
+    assert "computed under other settings (sampling.num_samples): recomputing" in (out / "run.log").read_text()
+    assert np.load(cell / "samples.npy").shape[0] == 12
+    assert json.loads((cell / "metrics.json").read_text())["protocol"]["sampling"]["num_samples"] == 12
 
     # the report rebuilds from results alone, identically
     before = (out / "report.md").read_text()
@@ -75,6 +106,13 @@ def test_smoke_benchmark_end_to_end(smoke_config, tmp_path, capsys):
         ({"tokenizer": {"checkpoint": "missing.pt"}}, "tokenizer.checkpoint: 'missing.pt' does not exist"),
         ({"dataset": {"name": "toyface"}}, "unknown dataset 'toyface' — did you mean 'toyfaces'?"),
         ({"metrics": {"feature_extractor": "inceptoin-v3-compat"}}, "did you mean 'inception-v3-compat'?"),
+        ({"priors": [{"name": "sundae", "sampling": {"stpes": 3}}]}, "priors[0].sampling.stpes: unknown key — did you mean 'steps'?"),
+        ({"priors": [{"name": "sundae", "sampling": {"steps": 0}}]}, "priors[0].sampling.steps"),
+        ({"priors": [{"name": "independent", "sampling": {"temperature": 0.5, "steps": 3}}]}, "priors[0].sampling.steps: unknown key"),
+        (
+            {"priors": [{"name": "sundae", "sweep": {"backbone.dim": [32]}, "sampling": {"temprature": 1}}]},
+            "priors[0].sampling.temprature: unknown key",
+        ),
     ],
 )
 def test_bad_input_exits_2_naming_the_key_and_writes_nothing(smoke_config, tmp_path, capsys, change, message):
@@ -107,11 +145,13 @@ def test_ffhq_benchmark_plans_without_data_and_stops_before_work(tmp_path, capsy
     assert not out.exists()
 
 
-def test_nan_loss_stops_only_that_cell(smoke_config, tmp_path):
+def test_nan_loss_stops_only_that_cell(smoke_config, tmp_path, capsys):
     plugins.register_plugin(example_plugin)
     smoke_config["priors"] = [{"name": "nan_prior"}, {"name": "table"}]
     smoke_config["metrics"]["enabled"] = ["nll", "latent_stats"]
-    assert main(["run", write(tmp_path, smoke_config)]) == 0
+    assert main(["run", write(tmp_path, smoke_config)]) == 1  # the other cells finish; the run says what failed
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    assert summary.startswith("vqbench: smoke: 1 cell(s) with failures (nan_prior__seed0)")
     out = Path(smoke_config["out"])
     failed = json.loads((out / "runs" / "nan_prior__seed0" / "failed.json").read_text())
     assert "prior loss became nan at step 0" in failed["error"]
@@ -128,7 +168,16 @@ def test_interrupted_training_resumes_exactly(tmp_path):
         torch.manual_seed(0)
         prior = example_plugin.TablePrior(example_plugin.TableConfig(init_scale=0.1), 8, (2, 2))
         budget = BudgetSection(steps=steps, batch_size=8, checkpoint_every=3)
-        info = train_prior(prior, data, budget, 0.05, seed=1, checkpoint=checkpoint, device=torch.device("cpu"), autocast=lambda: torch.autocast("cpu", enabled=False))
+        info = train_prior(
+            prior,
+            data,
+            budget,
+            0.05,
+            seed=1,
+            checkpoint=checkpoint,
+            device=torch.device("cpu"),
+            autocast=lambda: torch.autocast("cpu", enabled=False),
+        )
         return prior, info
 
     straight, _ = trained(10, tmp_path / "a.pt")
@@ -155,9 +204,9 @@ def test_latent_only_benchmark_reports_latent_metrics(tmp_path, capsys):
 
 
 def test_encode_command_writes_a_valid_latent_dataset(tmp_path, capsys):
-    import vqbench
-
     from PIL import Image
+
+    import vqbench
 
     cls = vqbench.registries().tokenizers.get("vqgan")
     torch.manual_seed(0)
@@ -171,18 +220,44 @@ def test_encode_command_writes_a_valid_latent_dataset(tmp_path, capsys):
     assert len(ds) == 5 and ds.latent_shape == (4, 4) and ds.meta["source"]["resolution"] == 16
 
 
-def test_bf16_autocast_run(smoke_config, tmp_path):
-    smoke_config["precision"] = "bf16"
+def native_bf16_cpu(monkeypatch, native: bool) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512" if native else "AVX2")
+
+
+def test_auto_precision_runs_bf16_where_native_and_says_why(smoke_config, tmp_path, monkeypatch):
+    native_bf16_cpu(monkeypatch, True)
+    smoke_config["precision"] = "auto"
     smoke_config["metrics"]["enabled"] = ["fid", "nll", "sample_time"]
     assert main(["run", write(tmp_path, smoke_config)]) == 0
-    table = pd.read_csv(Path(smoke_config["out"]) / "report.csv", index_col="prior")
+    out = Path(smoke_config["out"])
+    table = pd.read_csv(out / "report.csv", index_col="prior")
     assert np.isfinite(table.loc["independent", ["fid", "nll_bpt"]].astype(float)).all()
-    assert "precision bf16" in (Path(smoke_config["out"]) / "report.md").read_text()
+    assert "precision bf16 (auto: CPU (AVX512) has AVX512_BF16/AMX)" in (out / "report.md").read_text()
+    protocol = json.loads((out / "protocol.json").read_text())
+    assert protocol["precision"] == "bf16" and protocol["precision_requested"] == "auto"
+
+
+@pytest.mark.parametrize("native, expected", [(False, "precision fp32 (auto: CPU (AVX2) lacks"), (True, "precision bf16 (auto: CPU (AVX512) has")])
+def test_dry_run_states_the_precision_actually_used(smoke_config, tmp_path, monkeypatch, capsys, native, expected):
+    native_bf16_cpu(monkeypatch, native)
+    smoke_config.pop("precision")  # the default is auto
+    assert main(["run", write(tmp_path, smoke_config), "--dry-run"]) == 0
+    assert expected in capsys.readouterr().out
+
+
+def test_shipped_cpu_benchmarks_let_the_hardware_choose_precision():
+    for name in ("quickstart", "ablate_hourglass", "known_truth"):
+        for doc in yaml.safe_load_all((REPO / "benchmarks" / f"{name}.yaml").read_text()):
+            assert doc.get("precision", "auto") == "auto", name
 
 
 def test_sundae_resampling_sweep_end_to_end(smoke_config, tmp_path):
     backbone = {"dim": 32, "depth": [1, 1, 1], "heads": 2, "dim_head": 16}
-    smoke_config["priors"] = [{"name": "sundae", "params": {"backbone": backbone, "steps": 4, "min_steps": 2}, "sweep": {"backbone.resample": ["1d", "2d"]}}]
+    smoke_config["priors"] = [
+        {"name": "sundae", "params": {"backbone": backbone, "steps": 4, "min_steps": 2}, "sweep": {"backbone.resample": ["1d", "2d"]}}
+    ]
     smoke_config["metrics"]["enabled"] = ["fid", "nll", "sample_time", "inpainting"]
     smoke_config["metrics"]["inpainting"] = {"num_images": 4, "masks": ["center"]}
     assert main(["run", write(tmp_path, smoke_config)]) == 0

@@ -1,4 +1,5 @@
 """Config parsing: key paths in errors, did-you-mean, overrides, sweeps."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,7 +25,7 @@ def test_wrong_type_names_the_path():
 
 
 def test_literal_values_and_metric_names_are_checked():
-    with pytest.raises(ConfigError, match=r"precision: must be one of 'fp32' \| 'bf16', got 'bf61'"):
+    with pytest.raises(ConfigError, match=r"precision: must be one of 'auto' \| 'fp32' \| 'bf16', got 'bf61'"):
         parse_benchmark({**BASE, "precision": "bf61"}, METRICS)
     with pytest.raises(ConfigError, match="unknown metric 'fdi' — did you mean 'fid'"):
         parse_benchmark({**BASE, "metrics": {"enabled": ["fdi"]}}, METRICS)
@@ -52,7 +53,10 @@ def test_overrides_set_nested_keys_and_list_items():
 
 
 def test_sweep_is_a_cartesian_product():
-    section = parse(PriorSection, {"name": "p", "params": {"backbone": {"dim": 8}}, "sweep": {"backbone.resample": ["1d", "2d"], "backbone.rotary": ["none", "1d", "2d"]}})
+    section = parse(
+        PriorSection,
+        {"name": "p", "params": {"backbone": {"dim": 8}}, "sweep": {"backbone.resample": ["1d", "2d"], "backbone.rotary": ["none", "1d", "2d"]}},
+    )
     variants = expand_variants(section, "priors[0]")
     assert len(variants) == 6
     assert variants[0].params == {"backbone": {"dim": 8, "resample": "1d", "rotary": "none"}}

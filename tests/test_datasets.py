@@ -1,4 +1,5 @@
 """Dataset plugins: toyfaces determinism and factors; image_folder conversions, skips and errors."""
+
 from __future__ import annotations
 
 import numpy as np

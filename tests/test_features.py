@@ -1,4 +1,5 @@
 """Feature extractors: torch-fidelity's Inception from a local weights file, offline behaviour, the random CNN."""
+
 from __future__ import annotations
 
 import pytest

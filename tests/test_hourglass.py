@@ -1,17 +1,17 @@
 """The hourglass backbone: shapes for every variant, 2×2 spatial grouping, per-level positions, validation."""
+
 from __future__ import annotations
 
 import itertools
 
 import pytest
 import torch
+from vqbench_plugins.hourglass import GridLayout, SeqLayout
 
 import vqbench
 from vqbench.config import parse
 from vqbench.errors import ConfigError
 from vqbench.nn import rotary_angles_1d, rotary_angles_2d
-
-from vqbench_plugins.hourglass import GridLayout, SeqLayout
 
 
 def hourglass(shape=(4, 4), vocab=10, num_classes=0, **params):
@@ -94,3 +94,16 @@ def test_hourglass_refuses_causal_use():
     cls = vqbench.registries().backbones.get("hourglass")
     with pytest.raises(ConfigError, match="bidirectional"):
         cls(cls.Config(), 10, 10, (4, 4), causal=True)
+
+
+@pytest.mark.parametrize("rotary, abs_pos, learned", [("none", None, True), ("2d", None, False), ("1d", True, True), ("none", False, False)])
+def test_without_rotary_learned_positions_are_the_default(rotary, abs_pos, learned):
+    """`rotary: none` must not leave the network position-blind: learned absolute positions stand in, as in the
+    reference; an explicit abs_pos wins."""
+    net = hourglass((4, 4), rotary=rotary, **({} if abs_pos is None else {"abs_pos": abs_pos}))
+    assert (net.pos is not None) == learned
+    codes = torch.randint(10, (1, 16), generator=torch.Generator().manual_seed(0))
+    codes[0, :8] = 3  # the first two 2×2 patches all one code: without positions tokens 0 and 2 look alike
+    with torch.no_grad():
+        logits = net(codes)[0]
+    assert (not torch.allclose(logits[0], logits[2])) == (learned or rotary != "none")

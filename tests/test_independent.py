@@ -1,4 +1,5 @@
 """The independent prior: known-truth likelihood, sampling distribution, inpainting."""
+
 from __future__ import annotations
 
 import math

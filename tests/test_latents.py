@@ -1,4 +1,5 @@
 """LatentDataset format v1: round trip, dtypes, validation of bad directories."""
+
 from __future__ import annotations
 
 import json

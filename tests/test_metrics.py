@@ -1,4 +1,5 @@
 """Metrics against reference implementations and known values."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +8,9 @@ import torch
 
 from vqbench.metrics import fid_from_features, frechet_distance, kid_from_features, prdc
 from vqbench.metrics.inpainting import masked_mean, psnr_in_region
-from vqbench.metrics.latent_stats import codebook_stats, histogram, kl_bits, perplexity
+from vqbench.metrics.latent_stats import codebook_stats, histogram, kl_bits, perplexity, unique_rate
 from vqbench.metrics.masks import MASK_KINDS, latent_regenerate_mask, pixel_masks
+from vqbench.metrics.prdc import pairwise_distances
 
 
 @pytest.mark.parametrize("k", [3, 5])
@@ -21,6 +23,28 @@ def test_prdc_matches_the_reference_package(k):
     got = prdc(real, fake, nearest_k=k, chunk=64)  # small chunks exercise the chunked path
     for key in ("precision", "recall", "density", "coverage"):
         assert got[key] == pytest.approx(float(expected[key]), abs=1e-6), key
+
+
+def test_prdc_matrix_product_distances_match_the_reference_package_on_wide_features():
+    reference = pytest.importorskip("prdc")
+    rng = np.random.default_rng(11)
+    real = rng.normal(size=(400, 256)) * 3.0 + 5.0  # large norms: the ‖a‖² + ‖b‖² − 2ab path must stay exact
+    fake = rng.normal(size=(300, 256)) * 3.3 + 5.1
+    expected = reference.compute_prdc(real_features=real, fake_features=fake, nearest_k=5)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        got = prdc(real, fake, nearest_k=5, chunk=128, device=device)
+        for key in ("precision", "recall", "density", "coverage"):
+            assert got[key] == pytest.approx(float(expected[key]), abs=1e-6), (device, key)
+    d = pairwise_distances(torch.from_numpy(real[:50]), torch.from_numpy(fake), chunk=16)
+    assert torch.allclose(
+        d, torch.cdist(torch.from_numpy(real[:50]), torch.from_numpy(fake), compute_mode="donot_use_mm_for_euclid_dist"), rtol=0, atol=1e-9
+    )
+
+
+def test_unique_sample_rate():
+    grids = torch.tensor([[[0, 1], [2, 3]], [[0, 1], [2, 3]], [[3, 2], [1, 0]], [[0, 1], [2, 2]]])
+    assert unique_rate(grids) == 0.75 and unique_rate(grids[:2]) == 0.5 and unique_rate(grids[2:]) == 1.0
 
 
 def test_prdc_of_identical_sets_is_perfect_and_rejects_bad_shapes():

@@ -1,6 +1,8 @@
 """Core transformer blocks: rotary properties and key/value-cache equivalence."""
+
 from __future__ import annotations
 
+import pytest
 import torch
 
 from vqbench.nn import KVCache, TransformerBlock, apply_rotary, rotary_angles_1d, rotary_angles_2d
@@ -47,3 +49,23 @@ def test_kv_cache_decoding_equals_full_causal_forward():
     steps = [run(x[:, :3], angles[:3], cache)] + [run(x[:, t : t + 1], angles[t : t + 1], cache) for t in range(3, 7)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
     assert cache.length() == 7
+
+
+@pytest.mark.parametrize("name", ["transformer", "hourglass"])
+def test_backbones_are_initialised_like_taming_gpt(name):
+    """Embeddings N(0, 0.02) like the learned positions (PyTorch's N(0, 1) would drown them), Linear N(0, 0.02) with
+    zero biases, LayerNorm 1 / 0."""
+    import vqbench
+    from vqbench.config import parse
+
+    cls = vqbench.registries().backbones.get(name)
+    params = {"dim": 64, "depth": 2 if name == "transformer" else [1, 1, 1], "heads": 2, "dim_head": 32, "abs_pos": True}
+    torch.manual_seed(0)
+    net = cls(parse(cls.Config, params, "backbone"), 512, 512, (8, 8))
+    assert abs(net.embed.weight.std().item() - 0.02) < 0.002 and abs(net.pos.std().item() - 0.02) < 0.002
+    for module in net.modules():
+        if isinstance(module, torch.nn.Linear):
+            assert abs(module.weight.std().item() - 0.02) < 0.004, module
+            assert module.bias is None or not module.bias.any()
+        if isinstance(module, torch.nn.LayerNorm):
+            assert (module.weight == 1).all() and not module.bias.any()

@@ -1,4 +1,5 @@
 """Plugin discovery, registries, did-you-mean, and a third-party plugin end to end."""
+
 from __future__ import annotations
 
 import os
@@ -55,7 +56,8 @@ def test_in_process_plugin_appears_in_list(capsys):
 
 def _fake_distribution(root: Path) -> None:
     """An installed third-party package: a module plus dist-info with a ``vqbench`` entry point."""
-    (root / "thirdparty_prior.py").write_text(textwrap.dedent('''
+    (root / "thirdparty_prior.py").write_text(
+        textwrap.dedent('''
         import vqbench
         from tests.example_plugin import TablePrior
 
@@ -65,7 +67,8 @@ def _fake_distribution(root: Path) -> None:
         @vqbench.hookimpl
         def vqbench_register_priors(registry):
             registry.register("thirdparty", ThirdParty)
-    '''))
+    ''')
+    )
     info = root / "thirdparty_prior-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-prior\nVersion: 1.0\n")

@@ -1,4 +1,5 @@
 """Known-truth sources and metrics, and a known-truth benchmark through the CLI (with shared training)."""
+
 from __future__ import annotations
 
 import json
@@ -8,11 +9,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from vqbench_plugins.synthetic_latents import SyntheticLatents, SyntheticLatentsConfig, entropy_bits, hamming_radius
 
 from vqbench.cli import main
 from vqbench.metrics.known_truth import template_precision_recall
-
-from vqbench_plugins.synthetic_latents import SyntheticLatents, SyntheticLatentsConfig, entropy_bits, hamming_radius
 
 
 def source(**params):

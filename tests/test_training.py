@@ -1,4 +1,5 @@
 """The shared step loop: checkpoint cadence, wall-clock cap, resume point."""
+
 from __future__ import annotations
 
 from vqbench.training import StepLoop

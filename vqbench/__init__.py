@@ -1,4 +1,5 @@
 """vqbench: matched benchmarks of discrete generative priors over vector-quantized image latents."""
+
 from __future__ import annotations
 
 from typing import Any

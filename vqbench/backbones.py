@@ -1,4 +1,5 @@
 """Backbones are named in a prior's config as ``backbone: {name: hourglass, dim: 256, ...}``; this builds them."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,7 +24,9 @@ def parse_backbone(spec: dict[str, Any], key: str, default: str) -> tuple[type[B
         if preset not in presets:
             from .registry import did_you_mean
 
-            raise ConfigError(f"{key}.preset", f"unknown {name} preset {preset!r}{did_you_mean(str(preset), list(presets))} (known: {', '.join(presets) or 'none'})")
+            raise ConfigError(
+                f"{key}.preset", f"unknown {name} preset {preset!r}{did_you_mean(str(preset), list(presets))} (known: {', '.join(presets) or 'none'})"
+            )
         params = {**presets[preset], **params}
     return cls, parse(cls.Config, params, key)
 
@@ -35,5 +38,7 @@ def build_backbone(
     """Instantiate the backbone ``spec`` names, reading ``vocab_size`` input tokens and producing ``num_logits``."""
     cls, config = parse_backbone(spec, key, default)
     if causal and not cls.supports_causal:
-        raise ConfigError(f"{key}.name", f"backbone '{spec.get('name', default)}' is bidirectional only; this prior needs a causal one (e.g. transformer)")
+        raise ConfigError(
+            f"{key}.name", f"backbone '{spec.get('name', default)}' is bidirectional only; this prior needs a causal one (e.g. transformer)"
+        )
     return cls(config, vocab_size, num_logits, latent_shape, num_classes=num_classes, causal=causal)

@@ -1,4 +1,5 @@
-"""The ``vqbench`` command line: run, validate, list, report, encode."""
+"""The ``vqbench`` command line: run, validate, list, report, export, encode, speed."""
+
 from __future__ import annotations
 
 import argparse
@@ -40,16 +41,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     for bench in benches:
         preflight(bench, regs)  # every benchmark of the file is checked before any of them runs
+    failed = []
     for bench in benches:
         out = Path(args.out) / bench.name if args.out and len(benches) > 1 else (Path(args.out) if args.out else None)
-        out = run_benchmark(bench, regs, out)
-        print((out / "report.md").read_text())
-        print(f"results in {out}/ (report.md, report.csv, report.tex; runs/<cell>/samples.png, inpainting.png)")
-    return 0
+        outcome = run_benchmark(bench, regs, out)
+        print((outcome.out / "report.md").read_text())
+        print(f"results in {outcome.out}/ (report.md, report.csv, report.tex; runs/<cell>/samples.png, inpainting.png)")
+        if outcome.failures:
+            failed.append(f"{bench.name}: {outcome.summary()}")
+    for line in failed:
+        print(f"vqbench: {line}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .runner.run import preflight, plan_cells
+    from .runner.run import plan_cells, preflight
 
     benches, regs = _load(args)
     for bench in benches:
@@ -73,8 +79,20 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    paths = write_report(Path(args.dir))
+    paths = write_report(Path(args.dir), mark_near=args.mark_near)
     print(paths["md"].read_text())
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .plugins import registries
+    from .runner.export import export_samples
+
+    results = Path(args.dir)
+    dest = Path(args.out) if args.out else results / "export"
+    counts = export_samples(results, registries(), dest, args.format, args.device, not args.no_reference)
+    for name, count in counts.items():
+        print(f"{dest / name}/: {count} images ({args.format})")
     return 0
 
 
@@ -84,6 +102,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     from . import latents
     from .errors import ConfigError
+    from .interfaces import ImageSource
     from .io import sha256_file
     from .plugins import registries
     from .runner.data import encode_images
@@ -98,6 +117,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     if not resolution:
         raise ConfigError("--resolution", "give the image resolution to encode at")
     source_cls = regs.datasets.get("image_folder")
+    assert issubclass(source_cls, ImageSource)
     source = source_cls(source_cls.Config(path=args.images), resolution)
     source.check("--images")
     with torch.inference_mode():
@@ -118,6 +138,7 @@ def cmd_speed(args: argparse.Namespace) -> int:
 
     from .config import set_dotted
     from .errors import ConfigError
+    from .precision import resolve_precision
     from .runner.run import resolve_device
     from .speed import format_rows, measure
 
@@ -132,7 +153,9 @@ def cmd_speed(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     rows = []
-    for precision in args.precision:
+    for requested in args.precision:
+        precision, why = resolve_precision(requested, device)
+        print(f"precision {precision} ({why})", file=sys.stderr)
         rows.append(measure(args.prior, params, (h, w), args.codebook, args.batch, args.samples, options, precision, device, args.decode_preset))
         print(f"measured {precision}", file=sys.stderr)
     print(f"prior {args.prior} {params} on {h}×{w} latents, {args.codebook} codes; sampling {options}; "
@@ -165,8 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="rebuild report.{csv,md,tex} from a results folder without rerunning")
     report.add_argument("dir")
+    report.add_argument("--mark-near", action="store_true", help="mark values within one seed-std of the best with †")
     report.set_defaults(func=cmd_report)
 
+    export = sub.add_parser("export", help="decode every cell's samples (and the reference images) to PNG files or npz")
+    export.add_argument("dir", help="results folder written by `vqbench run`")
+    export.add_argument("--out", help="destination (default DIR/export)")
+    export.add_argument("--format", choices=["png", "npz"], default="png")
+    export.add_argument("--no-reference", action="store_true", help="skip the held-out reference images")
+    export.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    export.set_defaults(func=cmd_export)
     encode = sub.add_parser("encode", help="encode an image folder into a latent dataset")
     encode.add_argument("--tokenizer", default="vqgan")
     encode.add_argument("--checkpoint", required=True, help="tokenizer checkpoint (vqbench file or taming last.ckpt)")
@@ -185,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--codebook", type=int, default=1024)
     speed.add_argument("--batch", type=int, default=8)
     speed.add_argument("--samples", type=int, default=16, help="images sampled in the timed part")
-    speed.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
+    speed.add_argument("--precision", nargs="+", choices=["auto", "fp32", "bf16"], default=["fp32", "bf16"])
     speed.add_argument("--threads", type=int, default=torch_threads_default())
     speed.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     speed.add_argument("--decode-preset", help="also time decoding with a randomly initialised vqgan preset")

@@ -3,11 +3,12 @@
 Every plugin declares its parameters as a dataclass ``Config``; ``parse(Config, data, key)`` validates a dict against
 it and names the full key path (``priors[1].params.temperature``) in any error.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import types
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -73,7 +74,7 @@ def coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(key, f"expected a mapping, got {value!r}")
         _, val_tp = get_args(tp) or (str, Any)
         return {str(k): coerce(val_tp, v, _join(key, str(k))) for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         return parse(tp, value, key)
@@ -110,12 +111,13 @@ def parse(cls: type[T], data: Any, key: str = "") -> T:
     if not isinstance(data, dict):
         raise ConfigError(key or "config", f"expected a mapping, got {data!r}")
     hints = get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls) if f.init]
+    fields = dataclasses.fields(cast(Any, cls))
+    known = [f.name for f in fields if f.init]
     for name in data:
         if name not in known:
             raise ConfigError(_join(key, str(name)), f"unknown key{did_you_mean(str(name), known)} (allowed: {', '.join(known)})")
     kwargs = {}
-    for field in dataclasses.fields(cls):
+    for field in fields:
         if not field.init:
             continue
         if field.name in data:
@@ -184,3 +186,8 @@ def in_unit_interval(key: str, name: str, value: float) -> None:
         raise ConfigError(_join(key, name), f"must lie in [0, 1], got {value!r}")
 
 
+def required(value: T | None, key: str) -> T:
+    """``value``, or a ConfigError naming ``key`` when that section is missing."""
+    if value is None:
+        raise ConfigError(key, "this section is required here")
+    return value

@@ -1,4 +1,5 @@
 """User-facing errors. Each names the offending key, path or value and says what to do."""
+
 from __future__ import annotations
 
 

@@ -3,6 +3,7 @@
 A plugin is any module or object with functions marked ``@vqbench.hookimpl`` named like the specs below.
 Built-in plugins (``plugins/``) and third-party packages are both found through the ``vqbench`` entry-point group.
 """
+
 from __future__ import annotations
 
 import pluggy

@@ -1,4 +1,5 @@
 """PNG outputs: sample grids and inpainting strips (written atomically)."""
+
 from __future__ import annotations
 
 import math

@@ -1,9 +1,11 @@
 """The interfaces plugins implement: tokenizers, backbones, priors, image sources, metrics, feature extractors."""
+
 from __future__ import annotations
 
 import dataclasses
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -12,7 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import ConfigError
+
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class NoConfig:
@@ -50,7 +55,32 @@ class Tokenizer(nn.Module, ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, path: str | Path, **options: Any) -> "Tokenizer": ...
+    def load(cls, path: str | Path, **options: Any) -> Tokenizer: ...
+
+
+class TrainableTokenizer(Tokenizer):
+    """A tokenizer a benchmark can train from a named preset (``tokenizer: {preset: tiny, train: {...}}``).
+
+    The runner calls ``from_preset(preset, overrides)`` (on the meta device too, to plan), merges
+    ``preset_training[preset]`` with the benchmark's ``tokenizer.train`` into ``TrainConfig``, then ``fit`` (resumable
+    from ``checkpoint``) and ``save``."""
+
+    TrainConfig: ClassVar[type] = NoConfig
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    preset_training: ClassVar[dict[str, dict[str, Any]]] = {}  # per preset: defaults for TrainConfig
+
+    @classmethod
+    @abstractmethod
+    def from_preset(cls, preset: str, overrides: dict[str, Any] | None = None, key: str = "tokenizer") -> TrainableTokenizer:
+        """A fresh, untrained model of a named architecture, ``overrides`` merged in (errors name ``key`` paths)."""
+
+    @classmethod
+    @abstractmethod
+    def fit(
+        cls, model: TrainableTokenizer, source: ImageSource, indices: np.ndarray, config: Any, *, checkpoint: Path,
+        seed: int, device: torch.device | str = "cpu", autocast: Callable[[], Any] | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Train ``model`` in place on ``source[indices]``; resume from ``checkpoint`` if present; return statistics."""
 
 
 class Backbone(nn.Module, ABC):
@@ -58,7 +88,7 @@ class Backbone(nn.Module, ABC):
 
     Constructed as ``cls(config, vocab_size, num_logits, latent_shape, num_classes=0, causal=False)``: ``vocab_size``
     input tokens (codes plus any special tokens a prior adds), ``num_logits`` output classes, raster order over
-    ``latent_shape``."""
+    ``latent_shape``. A backbone that can run causally subclasses ``CausalBackbone``."""
 
     Config: ClassVar[type] = NoConfig
     supports_causal: ClassVar[bool] = False
@@ -68,11 +98,27 @@ class Backbone(nn.Module, ABC):
     def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
+class CausalBackbone(Backbone):
+    """A backbone that also runs causally (built with ``causal=True``): position i sees positions ≤ i only, and
+    decoding can reuse a key/value cache.
+
+    ``forward(codes, labels, cache=cache, offset=i)`` returns the logits of positions ``offset … offset+t`` for tokens
+    ``codes`` (B×t), appending their keys/values to ``cache`` (a ``vqbench.nn.KVCache``; None recomputes). Decoding
+    with the cache must equal the full causal forward (the conformance suite checks it)."""
+
+    supports_causal: ClassVar[bool] = True
+
+    @abstractmethod
+    def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None, cache: Any = None, offset: int = 0) -> torch.Tensor: ...
+
+
 class Prior(nn.Module, ABC):
     """An objective and sampler over code grids. ``keep_mask`` True means: keep the given code."""
 
     Config: ClassVar[type] = NoConfig
     sampler_config: ClassVar[type | None] = None  # the dataclass of Config's sampler-only fields (no effect on training)
+    net: nn.Module  # the backbone, when the prior has one (``describe`` reports its resolved config)
+    nll_note: str | None = None  # how the last ``nll`` was computed (e.g. "ELBO, exact sum over 16 time steps"); reported
     supports_inpainting: ClassVar[bool] = False
     supports_likelihood: ClassVar[bool] = False
     trainable: ClassVar[bool] = True  # False: fitted in closed form by ``fit``
@@ -81,9 +127,16 @@ class Prior(nn.Module, ABC):
         super().__init__()
         self.config = config
         self.codebook_size = codebook_size
-        self.latent_shape = tuple(latent_shape)
+        self.latent_shape: tuple[int, int] = (int(latent_shape[0]), int(latent_shape[1]))
         self.num_classes = num_classes
         self.last_nfe = 0  # network evaluations per sample spent by the last ``sample``/``inpaint`` call
+
+    @property
+    def device(self) -> torch.device:
+        """Where the prior's parameters (or buffers) live; CPU for a prior with neither."""
+        for tensor in (*self.parameters(), *self.buffers()):
+            return tensor.device
+        return torch.device("cpu")
 
     @property
     def supports(self) -> dict[str, bool]:
@@ -93,6 +146,10 @@ class Prior(nn.Module, ABC):
         """The sampler settings: the config's ``sampler_config`` fields with per-call overrides, validated."""
         from .config import parse
 
+        if self.sampler_config is None:
+            if overrides:
+                raise ConfigError("sampling", f"{type(self).__name__} has no sampler settings, got {sorted(overrides)}")
+            return None
         base = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.sampler_config)}
         return parse(self.sampler_config, {**base, **overrides}, "sampling")
 
@@ -159,7 +216,7 @@ class ImageSource(ABC):
     def fingerprint(self) -> str:
         """Identifies the content (cache key for tokenizers, latents and real-image features)."""
 
-    def check(self, key: str) -> None:
+    def check(self, key: str) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Fail before any work if the source is unusable (missing folder, ...)."""
 
     def batch(self, indices: list[int] | np.ndarray) -> tuple[torch.Tensor, list[int]]:

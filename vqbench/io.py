@@ -1,4 +1,5 @@
 """Atomic writes, content hashing and safe weight loading."""
+
 from __future__ import annotations
 
 import contextlib
@@ -7,8 +8,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -75,8 +77,7 @@ def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - report any unpickling failure the same way
         raise DataError(
-            f"{path}: cannot load safely with weights_only=True ({type(err).__name__}: {str(err).splitlines()[0]}); "
-            "re-save it as a plain state dict"
+            f"{path}: cannot load safely with weights_only=True ({type(err).__name__}: {str(err).splitlines()[0]}); re-save it as a plain state dict"
         ) from None
 
 

@@ -3,6 +3,7 @@
 See ``docs/latent-format.md``. ``write`` is atomic (temp dir + rename); ``open`` validates everything and memory-maps
 the codes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -135,5 +136,3 @@ def open(path: str | os.PathLike, verify_checksum: bool = True) -> LatentDataset
         if len(labels) != len(codes):
             raise DataError(f"{path / 'labels.npy'}: {len(labels)} rows, but codes.npy has {len(codes)}")
     return LatentDataset(path=path, codes=codes, meta=meta, labels=labels)
-
-

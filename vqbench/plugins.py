@@ -1,4 +1,5 @@
 """Plugin discovery (entry-point group ``vqbench``) and the registries the plugins fill."""
+
 from __future__ import annotations
 
 import importlib
@@ -12,6 +13,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import VQBenchError
+from .interfaces import Backbone, FeatureExtractor, ImageSource, LatentSource, Metric, Prior, Tokenizer
 from .registry import Registry
 
 ENTRY_POINT_GROUP = "vqbench"
@@ -20,18 +22,26 @@ EXTRA_PLUGINS_ENV = "VQBENCH_PLUGINS"
 BUILTIN_DISTRIBUTION = "vqbench"
 
 
+INTERFACES: dict[str, type | tuple[type, ...]] = {
+    "tokenizers": Tokenizer, "priors": Prior, "backbones": Backbone, "datasets": (ImageSource, LatentSource),
+    "metrics": Metric, "feature_extractors": FeatureExtractor,
+}  # fmt: skip
+
+
 @dataclass
 class Registries:
-    tokenizers: Registry
-    priors: Registry
-    backbones: Registry
-    datasets: Registry
-    metrics: Registry
-    feature_extractors: Registry
+    """One registry per plugin kind; each accepts only classes implementing that kind's interface."""
+
+    tokenizers: Registry[type[Tokenizer]]
+    priors: Registry[type[Prior]]
+    backbones: Registry[type[Backbone]]
+    datasets: Registry[type[ImageSource] | type[LatentSource]]
+    metrics: Registry[type[Metric]]
+    feature_extractors: Registry[type[FeatureExtractor]]
 
     @classmethod
-    def empty(cls) -> "Registries":
-        return cls(**{f.name: Registry(f.name[:-1].replace("_", " ")) for f in fields(cls)})
+    def empty(cls) -> Registries:
+        return cls(**{f.name: Registry(f.name[:-1].replace("_", " "), INTERFACES[f.name]) for f in fields(cls)})
 
     def kinds(self) -> dict[str, Registry]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -54,9 +64,8 @@ def _new_manager() -> pluggy.PluginManager:
     for ep in _entry_points():
         builtin = ep.dist is not None and ep.dist.name == BUILTIN_DISTRIBUTION
         found_builtin |= builtin
-        if builtin or autoload:
-            if pm.get_plugin(ep.name) is None:
-                pm.register(ep.load(), name=ep.name)
+        if (builtin or autoload) and pm.get_plugin(ep.name) is None:
+            pm.register(ep.load(), name=ep.name)
     if not found_builtin:
         raise VQBenchError(
             "vqbench's built-in plugins were not found in the 'vqbench' entry-point group: "

@@ -1,5 +1,6 @@
 """Reports: a long-form DataFrame of every cell's metrics pivoted into one row per prior/variant (mean ± std over
 seeds, best value per column in bold) and exported to CSV, Markdown and LaTeX. Rebuilt from results alone."""
+
 from __future__ import annotations
 
 import math
@@ -10,6 +11,7 @@ import pandas as pd
 
 from .errors import DataError
 from .io import read_json, write_text
+from .report_tables import LATEX_PREAMBLE, build_table, to_latex, to_markdown
 
 EXTRA_COLUMNS = {"parameters_m": {"direction": "none", "label": "params (M)", "digits": 2, "group": "speed"}}
 GROUP_TITLES = {"generation": "Generation quality", "speed": "Sampling speed and size", "inpainting": "Inpainting"}
@@ -45,44 +47,14 @@ def summarise(long: pd.DataFrame, columns: dict[str, dict[str, Any]]) -> tuple[p
     return means, stds, counts
 
 
-def best_rows(means: pd.DataFrame, columns: dict[str, dict[str, Any]]) -> dict[str, set[str]]:
-    best = {}
-    for metric in means.columns:
-        direction = columns.get(metric, {}).get("direction", "none")
-        col = means[metric].dropna()
-        if direction == "none" or len(col) < 2 or col.nunique() == 1:
-            continue
-        target = col.min() if direction == "lower" else col.max()
-        best[metric] = set(col.index[col == target])
-    return best
-
-
-def formatted(means, stds, counts, columns, bold: tuple[str, str], with_seeds: bool = True) -> pd.DataFrame:
-    best = best_rows(means, columns)
-    table = pd.DataFrame(index=means.index)
-    if with_seeds:
-        table["seeds"] = counts.astype(int).astype(str)
-    for metric in means.columns:
-        digits = columns.get(metric, {}).get("digits", 3)
-        cells = []
-        for row in means.index:
-            m, s = means.at[row, metric], stds.at[row, metric]
-            if pd.isna(m):
-                cells.append("n/a")
-                continue
-            text = f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if not pd.isna(s) and metric not in EXTRA_COLUMNS else "")
-            cells.append(f"{bold[0]}{text}{bold[1]}" if row in best.get(metric, ()) else text)
-        table[columns.get(metric, {}).get("label") or metric] = cells
-    table.index.name = "prior"
-    return table
-
-
 def header_lines(protocol: dict[str, Any], nearest_k: int | None) -> list[str]:
     lines = [f"# vqbench report: {protocol['benchmark']}", ""]
     ds, lat, tok, feat = protocol.get("dataset"), protocol["latents"], protocol.get("tokenizer"), protocol.get("features")
     b, s = protocol["budget"], protocol["sampling"]
     lines.append(f"- **Data**: {ds['name']} at {ds['resolution']}²" if ds else "- **Data**: existing latent datasets")
-    lines.append(f"- **Latents**: {lat['shape'][0]}×{lat['shape'][1]} tokens, {lat['codebook_size']} codes; {lat['train']} train / {lat['test']} held-out")
+    lines.append(
+        f"- **Latents**: {lat['shape'][0]}×{lat['shape'][1]} tokens, {lat['codebook_size']} codes; {lat['train']} train / {lat['test']} held-out"
+    )
     if tok:
         q = tok.get("quality") or {}
         quality = ""
@@ -90,7 +62,10 @@ def header_lines(protocol: dict[str, Any], nearest_k: int | None) -> list[str]:
             quality = (f"; reconstruction PSNR {q['recon_psnr']:.2f} dB, LPIPS {q['recon_lpips']:.4f} ({q['recon_lpips_backbone']} backbone), "
                        f"{q['used_codes']}/{q['codebook_size']} codes used (perplexity {q['code_perplexity']:.1f})")  # fmt: skip
         lines.append(f"- **Tokenizer**: {tok['name']} ({tok['preset'] or tok['checkpoint']}){quality}")
-    lines.append(f"- **Budget** (same for every prior): {b['steps']} steps × batch {b['batch_size']}" + (f", wall-clock cap {b['max_minutes']} min" if b.get("max_minutes") else ""))
+    lines.append(
+        f"- **Budget** (same for every prior): {b['steps']} steps × batch {b['batch_size']}"
+        + (f", wall-clock cap {b['max_minutes']} min" if b.get("max_minutes") else "")
+    )
     lines.append(f"- **Sampling**: {s['num_samples']} samples per cell, batch {s['batch_size']}; seeds {protocol['seeds']}")
     if feat:
         note = "" if feat["real_weights"] else " — **random weights: FID/KID/PRDC are not comparable to published numbers**"
@@ -100,19 +75,20 @@ def header_lines(protocol: dict[str, Any], nearest_k: int | None) -> list[str]:
         lines.append(f"- **Image metrics off**: {protocol['image_metrics_off']}")
     if nearest_k is not None:
         lines.append(f"- **PRDC**: nearest_k = {nearest_k}")
-    lines.append(f"- **Device**: {protocol['device']}, precision {protocol['precision']}, torch {protocol['torch']}")
-    lines.append("- Values are mean ± std over seeds; **bold** marks the best value per column; n/a: the prior cannot compute it.")
+    lines.append(
+        f"- **Device**: {protocol['device']}, precision {protocol['precision']}"
+        + (f" ({protocol['precision_reason']})" if protocol.get("precision_reason") else "")
+        + f", torch {protocol['torch']}"
+    )
+    lines.append(
+        "- Values are mean ± std over seeds; ↑/↓: higher/lower is better; **bold**: the best value per column as displayed (ties all bold); n/a: the prior cannot compute it."
+    )
     return lines
 
 
-def _latex_escape(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("±", r"$\pm$"), ("²", r"$^2$")):
-        text = text.replace(a, b)
-    return text
-
-
-def write_report(out: str | Path) -> dict[str, Path]:
-    """Build report.csv, report.md and report.tex in ``out`` from its runs (no recomputation)."""
+def write_report(out: str | Path, mark_near: bool = False) -> dict[str, Path]:
+    """Build report.csv, report.md and report.tex in ``out`` from its runs (no recomputation). ``mark_near`` marks
+    values within one seed-std of the best with a dagger."""
     out = Path(out)
     if not (out / "protocol.json").is_file():
         raise DataError(f"{out}: no protocol.json here; is this a vqbench results folder (results/<benchmark>)?")
@@ -126,18 +102,66 @@ def write_report(out: str | Path) -> dict[str, Path]:
     means, stds, counts = summarise(long, columns)
     wide = means.join(stds.add_suffix("_seed_std")).assign(seeds=counts)
     write_text(paths["csv"], wide.to_csv(index_label="prior"))
-    md, tex = header_lines(protocol, nearest_k), []
+    md = header_lines(protocol, nearest_k)
+    if mark_near:
+        md.append("- † marks a value within one std (over seeds) of the best.")
+    tex = [f"% vqbench report: {protocol['benchmark']}. Needs {LATEX_PREAMBLE}", ""]
     for i, (group, names) in enumerate(groups(means, columns).items()):
         cols = {k: columns[k] for k in names}
         title = GROUP_TITLES.get(group, group.capitalize())
-        table = formatted(means[names], stds[names], counts, cols, ("**", "**"), with_seeds=i == 0)
-        md += ["", f"## {title}", "", table.to_markdown()]
-        tex.append(_latex_table(formatted(means[names], stds[names], counts, cols, ("\x00", "\x01"), i == 0), f"{protocol['benchmark']}: {title.lower()}"))
+        table = build_table(means[names], stds[names], counts, cols, with_seeds=i == 0, no_std=frozenset(EXTRA_COLUMNS))
+        sizes = sample_sizes(protocol, group)
+        md += ["", f"## {title}", "", f"{sizes}.", "", to_markdown(table, mark_near)]
+        caption = f"{protocol['benchmark']}: {title.lower()}. {sizes}; {feature_note(protocol)}; mean ± std over seeds, best in bold."
+        tex.append(to_latex(table, caption, f"tab:{protocol['benchmark']}-{group}", mark_near))
+    md += ["", "## Samples", "", sample_links(out).to_markdown(index=False)]
     md += ["", "## Settings", "", settings_table(out).to_markdown(index=False)]
     md += [""] + [f"- failed: `{f['cell']}`: {f['error']}" for f in failed]
+    md += [f"- metric `{name}` failed in `{cell}` (its columns show n/a): {error}" for cell, name, error in failed_metrics(out)]
     write_text(paths["md"], "\n".join(md) + "\n")
     write_text(paths["tex"], "\n".join(tex))
     return paths
+
+
+def failed_metrics(out: Path) -> list[tuple[str, str, str]]:
+    """(cell, metric, error) for every metric that failed in a finished cell."""
+    rows = []
+    for path in sorted((out / "runs").glob("*/metrics.json")):
+        record = read_json(path)
+        for name, error in sorted(((record.get("info") or {}).get("failed_metrics") or {}).items()):
+            rows.append((record["cell"], name, error))
+    return rows
+
+
+def sample_sizes(protocol: dict[str, Any], group: str) -> str:
+    """The N behind a table: samples per cell (or inpainted images) and the reference set."""
+    feat = protocol.get("features")
+    reference = f", reference N = {feat['num_real']} {feat['reference']}" if feat else ""
+    if group == "inpainting":
+        inpainting = protocol["metrics"].get("settings", {}).get("inpainting") or {}
+        return f"N = {inpainting.get('num_images', '?')} inpainted images per mask and cell{reference}"
+    return f"N = {protocol['sampling']['num_samples']} samples per cell{reference}"
+
+
+def feature_note(protocol: dict[str, Any]) -> str:
+    feat = protocol.get("features")
+    if not feat:
+        return "no image features"
+    name = feat["description"].split(":")[0]
+    return f"features: {name}" + ("" if feat["real_weights"] else " with random weights (not comparable to published numbers)")
+
+
+def sample_links(out: Path) -> pd.DataFrame:
+    """Links to each cell's sample grid and inpainting strip, relative to the results folder."""
+    rows = []
+    for metrics in sorted((out / "runs").glob("*/metrics.json"), key=lambda p: (read_json(p).get("index", 0), p.parent.name)):
+        cell = read_json(metrics)
+        folder = metrics.parent
+        links = {name: f"[{name}](runs/{folder.name}/{name})" if (folder / name).is_file() else "—" for name in ("samples.png", "inpainting.png")}
+        rows.append(
+            {"prior": cell["row"].replace("|", "/"), "seed": cell["seed"], "samples": links["samples.png"], "inpainting": links["inpainting.png"]}
+        )
+    return pd.DataFrame(rows, columns=["prior", "seed", "samples", "inpainting"])
 
 
 def flatten(params: Any, prefix: str = "") -> dict[str, Any]:
@@ -180,11 +204,3 @@ def groups(means: pd.DataFrame, columns: dict[str, dict[str, Any]]) -> dict[str,
     for name in means.columns:
         out.setdefault(columns.get(name, {}).get("group", "generation"), []).append(name)
     return out
-
-
-def _latex_table(table: pd.DataFrame, caption: str) -> str:
-    table = table.copy()  # bold placeholders (\x00 … \x01) survive escaping, then become \textbf{…}
-    table.index = [_latex_escape(i) for i in table.index]
-    table.columns = [_latex_escape(c) for c in table.columns]
-    table = table.map(lambda v: _latex_escape(v).replace("\x00", "\\textbf{").replace("\x01", "}"))
-    return table.style.to_latex(hrules=True, caption=_latex_escape(caption + "; mean ± std over seeds, best in bold."), position="t")

@@ -1,4 +1,5 @@
 """Sampling helpers shared by priors."""
+
 from __future__ import annotations
 
 import torch
@@ -13,10 +14,13 @@ def sample_categorical(logits: torch.Tensor, temperature: float = 1.0, generator
     if temperature == 1.0:
         probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
     else:
-        probs = torch.softmax(logits.float().mul_(1.0 / temperature), dim=-1)
+        probs = torch.softmax(logits.float() / temperature, dim=-1)  # never in place: the caller's logits stay
     cdf = probs.cumsum_(dim=-1)
     device = generator.device if generator is not None else logits.device
-    u = torch.rand((*cdf.shape[:-1], 1), generator=generator, device=device).to(cdf.device) * cdf[..., -1:]
+    # u in (0, total]: the first index whose cdf reaches u has positive probability (a draw of exactly 0 would
+    # otherwise pick a leading zero-probability index); (1 − r)·total never exceeds total, so no index past V−1.
+    r = torch.rand((*cdf.shape[:-1], 1), generator=generator, device=device).to(cdf.device)
+    u = (1.0 - r) * cdf[..., -1:]
     return torch.searchsorted(cdf, u).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
 
 
@@ -30,6 +34,7 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
         sorted_logits, order = logits.sort(dim=-1, descending=True)
         cumulative = torch.softmax(sorted_logits.float(), dim=-1).cumsum(dim=-1)
         drop_sorted = cumulative - torch.softmax(sorted_logits.float(), dim=-1) >= top_p  # keep the first past top_p
+        drop_sorted[..., 0] = False  # the most likely token always stays (top_p → 0 is greedy)
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits

@@ -2,6 +2,7 @@
 
 Weights are random: with fixed step counts (early stop off) sampling does exactly the work a trained model does.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,6 +13,7 @@ from .config import parse
 from .metrics.timing import PeakMemory, Stopwatch, synchronize
 from .plugins import registries
 from .precision import inference_weights, make_autocast
+from .runner.data import trainable
 
 
 def _timed(fn, device: torch.device, min_seconds: float, min_runs: int = 3) -> tuple[float, int]:
@@ -48,7 +50,7 @@ def measure(
             row["backbone_tokens_per_s"] = batch * n_tokens / seconds
         row |= _sample_rate(prior, shape, batch, samples, options, autocast, generator, device, seed)
     if decode_preset:
-        tok = regs.tokenizers.get("vqgan").from_preset(decode_preset).to(device).eval()
+        tok = trainable(regs.tokenizers.get("vqgan"), "vqgan").from_preset(decode_preset).to(device).eval()
         codes = torch.randint(codebook_size, (1, *shape), device=device)
         seconds, _ = _timed(lambda: tok.decode(codes), device, min_seconds, min_runs=2)
         row.update(decode_s_per_img=seconds, total_s_per_img=row["sample_s_per_img"] + seconds)
@@ -75,5 +77,3 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 
     table = pd.DataFrame(rows)
     return table.to_markdown(index=False, floatfmt=".4g") if not table.empty else "(nothing measured)"
-
-

@@ -1,9 +1,10 @@
 """The step scaffolding every training loop shares: resume point, wall-clock cap, progress bar, checkpoint cadence."""
+
 from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from tqdm.auto import tqdm
 

@@ -1,4 +1,5 @@
 """PatchGAN discriminator (taming's NLayerDiscriminator) and differentiable augmentation for its inputs."""
+
 from __future__ import annotations
 
 import torch

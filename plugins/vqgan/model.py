@@ -3,6 +3,7 @@
 Key layout: ``encoder.down.{i}.block.{j}``, ``encoder.down.{i}.attn.{j}``, ``encoder.down.{i}.downsample.conv``,
 ``encoder.mid.{block_1,attn_1,block_2}``, ``decoder.up.{i}.block.{0..num_res_blocks}``, ``decoder.up.{i}.upsample.conv``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,4 +1,5 @@
 """The ``vqgan`` tokenizer: taming-compatible model, presets, loading and registration."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,7 +13,7 @@ import yaml
 import vqbench
 from vqbench.config import parse, to_dict
 from vqbench.errors import ConfigError, DataError
-from vqbench.interfaces import Tokenizer
+from vqbench.interfaces import TrainableTokenizer
 from vqbench.io import load_torch
 
 from .model import DDConfig, Decoder, Encoder
@@ -53,7 +54,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESET_TRAINING = {"megapixel-f32": {"disc_start": 15000, "disc_weight": 0.5, "lpips_net": "vgg"}, "ffhq-f16": {"lpips_net": "vgg"}}
 
 
-class VQGAN(Tokenizer):
+class VQGAN(TrainableTokenizer):
     """Encoder → quant_conv → quantize → post_quant_conv → decoder, with taming's parameter names."""
 
     Config = VQGANConfig
@@ -74,7 +75,7 @@ class VQGAN(Tokenizer):
         self.downsample_factor = 2 ** (len(dd.ch_mult) - 1)
 
     @classmethod
-    def from_preset(cls, preset: str, overrides: dict[str, Any] | None = None, key: str = "tokenizer") -> "VQGAN":
+    def from_preset(cls, preset: str, overrides: dict[str, Any] | None = None, key: str = "tokenizer") -> VQGAN:
         if preset not in PRESETS:
             from vqbench.registry import did_you_mean
 
@@ -105,7 +106,7 @@ class VQGAN(Tokenizer):
         return self.decode_latents(z_q), q_loss, codes
 
     @classmethod
-    def load(cls, path: str | Path, config: str | Path | None = None, **options: Any) -> "VQGAN":
+    def load(cls, path: str | Path, config: str | Path | None = None, **options: Any) -> VQGAN:
         """Load a vqbench tokenizer file, or a taming ``last.ckpt`` together with its taming YAML (``config``)."""
         state = load_torch(path)
         if isinstance(state, dict) and "config" in state and "state_dict" in state and config is None:
@@ -123,7 +124,7 @@ class VQGAN(Tokenizer):
         """Strict load of a taming-layout state dict; ``loss.*`` keys and a ``first_stage_model.`` prefix are accepted."""
         prefix = "first_stage_model."
         if any(k.startswith(prefix) for k in weights):
-            weights = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+            weights = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
         weights = {k: v for k, v in weights.items() if not k.startswith("loss.") and k != "quantize.used"}
         try:
             missing, unexpected = self.load_state_dict(weights, strict=False)
@@ -138,7 +139,7 @@ class VQGAN(Tokenizer):
             )
 
     @classmethod
-    def fit(cls, model: "VQGAN", source: Any, indices: Any, train_config: VQGANTrainConfig, **kwargs: Any) -> dict[str, Any]:
+    def fit(cls, model: VQGAN, source: Any, indices: Any, train_config: VQGANTrainConfig, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
         """Train ``model`` on images ``source[indices]`` (see ``train.train_vqgan``)."""
         return train_vqgan(model, source, indices, train_config, **kwargs)
 

@@ -1,4 +1,5 @@
 """Nearest-neighbour vector quantizer (``quantize.embedding.weight`` as in taming-transformers)."""
+
 from __future__ import annotations
 
 import torch

@@ -1,13 +1,15 @@
 """VQ-GAN training (Unleashing Transformers §3.4): L1 + LPIPS + codebook/commitment + hinge PatchGAN with an
 adaptive weight clamped at λ_max and DiffAugment on discriminator inputs, started at ``disc_start``. Resumable."""
+
 from __future__ import annotations
 
 import contextlib
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -16,8 +18,8 @@ from vqbench.config import positive
 from vqbench.errors import TrainingDiverged
 from vqbench.interfaces import ImageSource
 from vqbench.io import load_torch, save_torch
-from vqbench.training import StepLoop
 from vqbench.metrics.lpips_net import load_lpips
+from vqbench.training import StepLoop
 
 from .discriminator import PatchDiscriminator, diff_augment, hinge_d_loss
 
@@ -64,7 +66,7 @@ def train_vqgan(
     cfg: VQGANTrainConfig,
     checkpoint: Path,
     seed: int = 0,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device | str = "cpu",
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> dict[str, Any]:
     """Train ``model`` in place on images ``source[indices]``; resumes from ``checkpoint`` when it exists."""

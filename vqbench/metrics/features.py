@@ -1,10 +1,11 @@
 """Image features for FID/KID/PRDC: batched extraction and a content-addressed cache for real-image features."""
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 from tqdm.auto import tqdm

@@ -1,4 +1,5 @@
 """FID and KID through torch-fidelity's statistics functions, on features vqbench extracts and caches."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,6 +9,8 @@ import torch
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 
+from ..config import positive
+from ..errors import ConfigError
 from ..interfaces import Column, Metric
 
 
@@ -28,14 +31,30 @@ def fid_from_features(real: torch.Tensor, fake: torch.Tensor) -> float:
 
 
 def kid_from_features(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """(mean, std) of the unbiased polynomial-kernel MMD² over random subsets; the subset size is clamped to the
-    smaller set."""
-    size = min(subset_size, len(real), len(fake))
+    """(mean, std) of the unbiased polynomial-kernel MMD² over random subsets (torch-fidelity's estimator).
+
+    Both sets must hold at least ``subset_size`` features: a smaller subset would change the estimator's variance
+    (the std reported here) silently, so it is refused, as torch-fidelity does."""
+    if subset_size > min(len(real), len(fake)):
+        raise ValueError(f"KID subset_size {subset_size} exceeds the feature sets ({len(real)} real, {len(fake)} generated)")
     out = kid_features_to_metric(
-        fake.double().cpu(), real.double().cpu(), kid_subsets=subsets, kid_subset_size=size, kid_kernel="poly",
+        fake.double().cpu(), real.double().cpu(), kid_subsets=subsets, kid_subset_size=subset_size, kid_kernel="poly",
         kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None, kid_kernel_poly_coef0=1, rng_seed=seed, verbose=False,
     )  # fmt: skip
     return float(out[KEY_METRIC_KID_MEAN]), float(out[KEY_METRIC_KID_STD])
+
+
+def kid_all_pairs(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """Unbiased MMD² with KID's kernel (x·y/d + 1)³ over every pair of both sets (no subsets): for small sets such
+    as inpainting results, where subsets would only re-sample the same few images."""
+    x, y = fake.double(), real.double()
+    if min(len(x), len(y)) < 2:
+        raise ValueError(f"KID needs at least 2 features per set, got {len(y)} real and {len(x)} generated")
+    kernel = lambda a, b: (a @ b.T / a.shape[1] + 1.0) ** 3  # noqa: E731
+    k_xx, k_yy, k_xy = kernel(x, x), kernel(y, y), kernel(x, y)
+    m, n = len(x), len(y)
+    within = (k_xx.sum() - k_xx.diagonal().sum()) / (m * (m - 1)) + (k_yy.sum() - k_yy.diagonal().sum()) / (n * (n - 1))
+    return float(within - 2 * k_xy.mean())
 
 
 class FIDMetric(Metric):
@@ -58,11 +77,17 @@ class KIDMetric(Metric):
     @dataclass
     class Config:
         subsets: int = 100
-        subset_size: int = 1000
+        subset_size: int = 1000  # at most num_real and sampling.num_samples (checked before any work)
+        seed: int = 0  # subset draws: fixed, so every cell and seed uses the same ones
+
+        def validate(self, key: str) -> None:
+            positive(key, "subsets", self.subsets)
+            if self.subset_size < 2:
+                raise ConfigError(f"{key}.subset_size", f"must be at least 2, got {self.subset_size}")
 
     def columns(self, config) -> dict[str, Column]:
         return {"kid": Column("lower", "KID", 4), "kid_subset_std": Column("none", "KID subset std", 4)}
 
     def compute(self, ctx, config) -> dict[str, float]:
-        mean, std = kid_from_features(ctx.features.real, ctx.features.fake(), config.subsets, config.subset_size, ctx.seed)
+        mean, std = kid_from_features(ctx.features.real, ctx.features.fake(), config.subsets, config.subset_size, config.seed)
         return {"kid": mean, "kid_subset_std": std}

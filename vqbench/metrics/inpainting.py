@@ -1,4 +1,7 @@
-"""Inpainting quality over a mask suite: LPIPS in the masked region, PSNR of the kept region, FID of the results."""
+"""Inpainting quality over a mask suite, on composites (original pixels pasted back outside the mask, as LaMa and
+MAT evaluate): full-image LPIPS and KID (FID optionally) of the composites, PSNR over the kept tokens' pixels against
+the tokenizer's own reconstruction, and the LPIPS map inside the mask as a diagnostic."""
+
 from __future__ import annotations
 
 import math
@@ -7,12 +10,12 @@ from typing import Literal
 
 import torch
 
+from ..config import positive
+from ..errors import ConfigError
 from ..interfaces import Column, Metric, uint8_to_float
-from .fid import fid_from_features
+from .fid import fid_from_features, kid_all_pairs
 from .lpips_net import load_lpips
-from .masks import MASK_KINDS, latent_regenerate_mask, pixel_masks
-
-MaskKind = Literal["center", "upper_half", "lower_half", "strokes"]
+from .masks import MASK_KINDS, MaskKind, latent_regenerate_mask, pixel_masks
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -28,74 +31,90 @@ def psnr_in_region(a: torch.Tensor, b: torch.Tensor, region: torch.Tensor) -> to
     return 10.0 * torch.log10(255.0**2 / mse.clamp_min(1e-10))
 
 
+def composite(original: torch.Tensor, inpainted: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:
+    """mask·inpainted + (1 − mask)·original for images B×3×H×W and a pixel mask B×H×W."""
+    return torch.where(pixel_mask[:, None], inpainted, original)
+
+
+def kept_token_pixels(keep: torch.Tensor, factor: int) -> torch.Tensor:
+    """Token mask B×h×w → pixel mask B×(h·f)×(w·f) of the pixels under kept tokens."""
+    return keep.repeat_interleave(factor, dim=1).repeat_interleave(factor, dim=2)
+
+
+def lpips_pairs(model: torch.nn.Module, a: torch.Tensor, b: torch.Tensor, device: torch.device, batch: int = 32) -> torch.Tensor:
+    """LPIPS of uint8 image pairs: one value per image (B), or the spatial map (B×H×W) for a spatial model."""
+    out = torch.cat([model(uint8_to_float(x).to(device), uint8_to_float(y).to(device)).cpu() for x, y in zip(a.split(batch), b.split(batch))])
+    return out[:, 0].double().flatten(1).squeeze(1) if out.shape[-1] == 1 else out[:, 0].double()
+
+
 @dataclass
 class InpaintingConfig:
     masks: list[MaskKind] = field(default_factory=lambda: list(MASK_KINDS))
     num_images: int = 64
     cell_threshold: float = 0.0  # regenerate a token when more than this fraction of its cell is masked
     lpips_net: Literal["alex", "vgg", "squeeze"] = "alex"
-    fid: bool = True
+    fid: bool = False  # FID of the composites; needs num_images ≥ the feature dimension (KID is always reported)
+    seed: int = 0  # stroke masks and the offline LPIPS backbone: fixed, so every cell sees the same ones
+
+    def validate(self, key: str) -> None:
+        if self.num_images < 2:
+            raise ConfigError(f"{key}.num_images", f"needs at least 2 images for KID, got {self.num_images}")
+        positive(key, "cell_threshold", self.cell_threshold, allow_zero=True)
+        if not self.masks:
+            raise ConfigError(f"{key}.masks", "list at least one mask kind")
 
 
 class InpaintingMetric(Metric):
-    """Mask suite (centre, halves, strokes): LPIPS in the mask, PSNR of the kept region, FID of the results."""
+    """Mask suite (centre, halves, strokes) on composites: full-image LPIPS, KID (FID optional), kept-token PSNR;
+    LPIPS inside the mask as a diagnostic."""
 
     Config = InpaintingConfig
     needs_images = True
     group = "inpainting"
 
     def columns(self, config: InpaintingConfig) -> dict[str, Column]:
+        n = config.num_images
         cols = {}
         for kind in config.masks:
-            cols[f"inpaint_{kind}_lpips"] = Column("lower", f"{kind} LPIPS", 4)
-            cols[f"inpaint_{kind}_psnr"] = Column("higher", f"{kind} kept PSNR", 2)
+            cols[f"inpaint_{kind}_lpips"] = Column("lower", f"{kind} LPIPS (composite, N={n})", 4)
+            cols[f"inpaint_{kind}_kid"] = Column("lower", f"{kind} KID (composite, N={n})", 4)
             if config.fid:
-                cols[f"inpaint_{kind}_fid"] = Column("lower", f"{kind} FID", 2)
+                cols[f"inpaint_{kind}_fid"] = Column("lower", f"{kind} FID (composite, N={n})", 2)
+            cols[f"inpaint_{kind}_psnr"] = Column("higher", f"{kind} kept-token PSNR vs reconstruction", 2)
+            cols[f"inpaint_{kind}_lpips_in_mask"] = Column("none", f"{kind} LPIPS map in mask (diagnostic)", 4)
         return cols
 
     @torch.inference_mode()
     def compute(self, ctx, config: InpaintingConfig) -> dict[str, float]:
         if not ctx.prior.supports_inpainting:
             return {name: math.nan for name in self.columns(config)}
-        images, codes = ctx.inpainting_inputs(config.num_images)
-        lpips_model, real = load_lpips(config.lpips_net, seed=ctx.seed, spatial=True)
-        lpips_model.to(ctx.device)
-        ctx.notes["inpainting_lpips"] = f"LPIPS-{config.lpips_net} ({'pretrained' if real else 'random backbone'})"
+        images, codes, labels = ctx.inpainting_inputs(config.num_images)
+        if len(images) != config.num_images:
+            raise ValueError(f"inpainting needs {config.num_images} held-out images, {len(images)} are available")
+        reconstruction = ctx.decode(codes)
+        lpips_full, real = load_lpips(config.lpips_net, seed=config.seed)
+        lpips_map, _ = load_lpips(config.lpips_net, seed=config.seed, spatial=True)
+        lpips_full.to(ctx.device), lpips_map.to(ctx.device)
+        ctx.notes["inpainting_lpips"] = f"LPIPS-{config.lpips_net} ({'pretrained' if real else f'random backbone, seed {config.seed}'})"
+        factor = ctx.tokenizer.downsample_factor
         out: dict[str, float] = {}
         for kind in config.masks:
-            pixel = pixel_masks(kind, images.shape[-1], len(images), seed=ctx.seed)
-            keep = ~latent_regenerate_mask(pixel, ctx.tokenizer.downsample_factor, config.cell_threshold)
-            result_codes = ctx.inpaint(codes, keep)
+            pixel = pixel_masks(kind, images.shape[-1], len(images), seed=config.seed)
+            keep = ~latent_regenerate_mask(pixel, factor, config.cell_threshold)
+            result_codes = ctx.inpaint(codes, keep, labels)
             if not torch.equal(result_codes[keep], codes[keep]):
                 raise AssertionError(f"{type(ctx.prior).__name__}.inpaint changed kept tokens ({kind} masks)")
             result = ctx.decode(result_codes)
-            lp = torch.cat([
-                lpips_model(uint8_to_float(a).to(ctx.device), uint8_to_float(b).to(ctx.device)).cpu()
-                for a, b in zip(images.split(32), result.split(32))
-            ])[:, 0]  # fmt: skip
-            out[f"inpaint_{kind}_lpips"] = float(masked_mean(lp.double(), pixel).nanmean())
-            out[f"inpaint_{kind}_psnr"] = float(psnr_in_region(images, result, ~pixel).nanmean())
+            pasted = composite(images, result, pixel)
+            full, spatial = lpips_pairs(lpips_full, images, pasted, ctx.device), lpips_pairs(lpips_map, images, pasted, ctx.device)
+            out[f"inpaint_{kind}_lpips"] = float(full.mean())
+            out[f"inpaint_{kind}_lpips_in_mask"] = float(masked_mean(spatial, pixel).nanmean())
+            out[f"inpaint_{kind}_psnr"] = float(psnr_in_region(reconstruction, result, kept_token_pixels(keep, factor)).nanmean())
+            features = ctx.features.of(pasted)
+            out[f"inpaint_{kind}_kid"] = kid_all_pairs(ctx.features.real, features)
             if config.fid:
-                out[f"inpaint_{kind}_fid"] = fid_from_features(ctx.features.real, ctx.features.of(result))
+                out[f"inpaint_{kind}_fid"] = fid_from_features(ctx.features.real, features)
             shown = images.clone()
             shown[pixel[:, None].expand_as(shown)] = 127
-            ctx.artifacts[f"inpaint_{kind}"] = (images[:4], shown[:4], result[:4])
+            ctx.artifacts[f"inpaint_{kind}"] = (images[:4], shown[:4], pasted[:4])
         return out
-
-
-class SampleTimeMetric(Metric):
-    """Latent sampling and decoding time per image (warm-up excluded, synchronised), NFE and peak memory."""
-
-    group = "speed"
-
-    def columns(self, config) -> dict[str, Column]:
-        return {
-            "sample_s_per_img": Column("lower", "sample s/img", 4),
-            "decode_s_per_img": Column("lower", "decode s/img", 4),
-            "total_s_per_img": Column("lower", "total s/img", 4),
-            "nfe": Column("lower", "NFE", 1),
-            "peak_mem_mb": Column("lower", "peak MiB", 1),
-        }
-
-    def compute(self, ctx, config) -> dict[str, float]:
-        return {name: float(ctx.timing.get(name, math.nan)) for name in self.columns(config)}

@@ -1,4 +1,5 @@
 """Known-truth metrics for synthetic latents: NLL minus the exact entropy, exact template precision and recall."""
+
 from __future__ import annotations
 
 import math

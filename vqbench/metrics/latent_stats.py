@@ -1,4 +1,5 @@
-"""Latent-level statistics every prior gets: token-histogram KL to the data, codebook usage, perplexity."""
+"""Latent-level statistics every prior gets: token-histogram KL to the data, codebook usage, perplexity, unique rate."""
+
 from __future__ import annotations
 
 import math
@@ -25,19 +26,26 @@ def perplexity(counts: torch.Tensor) -> float:
     return float(math.exp(-(p * p.log()).sum()))
 
 
+def unique_rate(codes: torch.Tensor) -> float:
+    """Fraction of distinct code grids among N grids (1.0: all differ; 1/N: every sample identical)."""
+    return len(torch.unique(codes.flatten(1), dim=0)) / len(codes) if len(codes) else float("nan")
+
+
 def codebook_stats(codes: torch.Tensor, codebook_size: int) -> dict[str, float]:
     counts = histogram(codes, codebook_size)
     return {"used_codes": float((counts > 0).sum()), "usage": float((counts > 0).double().mean()), "perplexity": perplexity(counts)}
 
 
 class LatentStatsMetric(Metric):
-    """Token-histogram KL of samples to held-out data, codebook usage and code perplexity of samples."""
+    """Token-histogram KL of samples to held-out data, codebook usage, code perplexity and the fraction of distinct
+    grids among the samples (mode collapse shows here before PRDC recall reaches 0)."""
 
     def columns(self, config) -> dict[str, Column]:
         return {
             "token_kl": Column("lower", "token KL (bits)", 4),
             "codebook_usage": Column("none", "codes used", 3),
             "sample_perplexity": Column("none", "code perplexity", 1),
+            "unique_samples": Column("higher", "unique samples", 3),
         }
 
     def compute(self, ctx, config) -> dict[str, float]:
@@ -48,6 +56,7 @@ class LatentStatsMetric(Metric):
             "token_kl": kl_bits(histogram(ctx.test_codes, v), sample_counts),
             "codebook_usage": stats["usage"],
             "sample_perplexity": stats["perplexity"],
+            "unique_samples": unique_rate(ctx.samples),
         }
 
 
@@ -55,9 +64,9 @@ class NLLMetric(Metric):
     """Negative log-likelihood (or ELBO bound) of held-out latents in bits per token; n/a when intractable."""
 
     def columns(self, config) -> dict[str, Column]:
-        return {"nll_bpt": Column("lower", "NLL (bits/token)", 4)}
+        return {"nll_bpt": Column("lower", "NLL (bits/token)", 4), "nll_bpt_se": Column("none", "NLL s.e.", 4)}
 
     def compute(self, ctx, config) -> dict[str, float]:
         if not ctx.prior.supports_likelihood:
-            return {"nll_bpt": float("nan")}
-        return {"nll_bpt": ctx.held_out_nll()}
+            return {"nll_bpt": float("nan"), "nll_bpt_se": float("nan")}
+        return {"nll_bpt": ctx.held_out_nll(), "nll_bpt_se": ctx.held_out_nll_se()}

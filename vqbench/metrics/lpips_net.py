@@ -1,4 +1,5 @@
 """LPIPS with lpips' pretrained backbone when its torchvision weights are on disk, else a labelled random one."""
+
 from __future__ import annotations
 
 import contextlib

@@ -1,11 +1,15 @@
 """Inpainting mask suite (pixel masks, True = regenerate) and their mapping to latent token masks."""
+
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-MASK_KINDS = ("center", "upper_half", "lower_half", "strokes")
+MaskKind = Literal["center", "upper_half", "lower_half", "strokes"]
+MASK_KINDS: tuple[MaskKind, ...] = ("center", "upper_half", "lower_half", "strokes")
 
 
 def center_box(size: int, fraction: float = 0.5) -> np.ndarray:

@@ -1,4 +1,5 @@
 """Precision, recall, density and coverage (Naeem et al. 2020) on feature vectors, in torch with chunked distances."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,8 +15,13 @@ def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def pairwise_distances(a: torch.Tensor, b: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
-    """Euclidean distances |a|×|b|, computed in row chunks to bound memory."""
-    rows = [torch.cdist(a[i : i + chunk], b, compute_mode="donot_use_mm_for_euclid_dist") for i in range(0, len(a), chunk)]
+    """Euclidean distances |a|×|b| through one matrix product per row chunk: sqrt(‖a‖² + ‖b‖² − 2ab), clamped at 0."""
+    b_sq = b.pow(2).sum(dim=1)
+    rows = []
+    for i in range(0, len(a), chunk):
+        part = a[i : i + chunk]
+        sq = (part.pow(2).sum(dim=1, keepdim=True) + b_sq[None]).addmm_(part, b.T, alpha=-2.0)
+        rows.append(sq.clamp_min_(0.0).sqrt_())
     return torch.cat(rows) if rows else a.new_zeros(0, len(b))
 
 
@@ -23,23 +29,28 @@ def kth_neighbour_radii(features: torch.Tensor, k: int, chunk: int = 2048) -> to
     """Distance of every point to its k-th nearest neighbour in the same set (excluding itself)."""
     radii = []
     for i in range(0, len(features), chunk):
-        d = torch.cdist(features[i : i + chunk], features, compute_mode="donot_use_mm_for_euclid_dist")
-        radii.append(d.kthvalue(k + 1, dim=1).values)  # the 1st smallest is the point itself (distance 0)
+        d = pairwise_distances(features[i : i + chunk], features, chunk)
+        # the point itself is excluded by index (its distance through the matrix product is only ~0)
+        d[torch.arange(len(d), device=d.device), torch.arange(i, i + len(d), device=d.device)] = -1.0
+        radii.append(d.kthvalue(k + 1, dim=1).values)
     return torch.cat(radii)
 
 
-def prdc(real_features, fake_features, nearest_k: int = 5, chunk: int = 2048) -> dict[str, float]:
-    """{precision, recall, density, coverage} of fake vs real features (strict ``<`` comparisons, as clovaai/prdc)."""
+def prdc(real_features, fake_features, nearest_k: int = 5, chunk: int = 2048, device: torch.device | str | None = None) -> dict[str, float]:
+    """{precision, recall, density, coverage} of fake vs real features (strict ``<`` comparisons, as clovaai/prdc),
+    in float64 on ``device`` (default: where the features are)."""
     real, fake = _as_tensor(real_features), _as_tensor(fake_features)
+    if device is not None:
+        real, fake = real.to(device), fake.to(device)
     if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
         raise ValueError(f"expected two N×D feature matrices with equal D, got {tuple(real.shape)} and {tuple(fake.shape)}")
     if min(len(real), len(fake)) <= nearest_k:
         raise ValueError(f"nearest_k={nearest_k} needs more than {nearest_k} real and fake samples, got {len(real)} and {len(fake)}")
     real_radii = kth_neighbour_radii(real, nearest_k, chunk)
     fake_radii = kth_neighbour_radii(fake, nearest_k, chunk)
-    inside_real = torch.zeros(len(fake), dtype=torch.float64)  # real balls containing each fake
-    recall_hit = torch.zeros(len(real), dtype=torch.bool)
-    min_real_to_fake = torch.full((len(real),), float("inf"), dtype=torch.float64)
+    inside_real = fake.new_zeros(len(fake))  # real balls containing each fake
+    recall_hit = torch.zeros(len(real), dtype=torch.bool, device=real.device)
+    min_real_to_fake = torch.full((len(real),), float("inf"), dtype=torch.float64, device=real.device)
     for i in range(0, len(fake), chunk):
         d = pairwise_distances(real, fake[i : i + chunk], chunk)  # |real| × chunk
         inside = d < real_radii[:, None]
@@ -68,4 +79,4 @@ class PRDCMetric(Metric):
         return {name: Column("higher", name) for name in ("precision", "recall", "density", "coverage")}
 
     def compute(self, ctx, config) -> dict[str, float]:
-        return prdc(ctx.features.real, ctx.features.fake(), nearest_k=config.nearest_k)
+        return prdc(ctx.features.real, ctx.features.fake(), nearest_k=config.nearest_k, device=ctx.device)

@@ -1,12 +1,21 @@
-"""Wall-clock timing with device synchronisation, and peak memory during a block."""
+"""Wall-clock timing with device synchronisation, peak memory during a block, and the timed sampling of a prior."""
+
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+import statistics
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from ..config import positive
+from ..interfaces import Column, Metric, Prior, Tokenizer
 
 
 def synchronize(device: torch.device) -> None:
@@ -27,7 +36,7 @@ class PeakMemory:
         self.peak_mb = float("nan")
         self._stop = threading.Event()
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
@@ -57,7 +66,7 @@ class Stopwatch:
     def __init__(self, device: torch.device):
         self.device, self.seconds = device, 0.0
 
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Stopwatch:
         synchronize(self.device)
         self._start = time.perf_counter()
         return self
@@ -65,3 +74,101 @@ class Stopwatch:
     def __exit__(self, *exc: Any) -> None:
         synchronize(self.device)
         self.seconds += time.perf_counter() - self._start
+
+
+def time_sampling(
+    prior: Prior,
+    tokenizer: Tokenizer | None,
+    batch_size: int,
+    batches: int,
+    repeats: int,
+    seed: int,
+    device: torch.device,
+    autocast: Callable[[], Any],
+    precision: str,
+    options: dict[str, Any],
+    labels: torch.Tensor | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, float]:
+    """Seconds per image of latent sampling and of decoding at ``batch_size``, each the median over ``repeats``
+    passes of ``batches`` batches, plus the peak memory of that work.
+
+    Both stages run as the benchmark runs them: under ``autocast`` with the weights held at ``precision``
+    (``inference_weights``). One untimed warm-up batch of the timed shape precedes the passes. Nothing is kept
+    between batches, so the memory figure is the work's own (CUDA allocator peak; on CPU the resident-set growth
+    from before the warm-up)."""
+    from ..precision import inference_weights
+
+    shape = prior.latent_shape
+    batch_labels = labels[:batch_size].to(device) if labels is not None else None
+
+    def one_batch(g: torch.Generator) -> tuple[float, float]:
+        synchronize(device)
+        start = clock()
+        with autocast():
+            codes = prior.sample(batch_size, shape, g, labels=batch_labels, **options)
+        synchronize(device)
+        middle = clock()
+        if tokenizer is not None:
+            with autocast():
+                tokenizer.decode(codes)
+            synchronize(device)
+        return middle - start, clock() - middle
+
+    sample_s, decode_s = [], []
+    with torch.inference_mode(), contextlib.ExitStack() as stack:
+        stack.enter_context(inference_weights(prior, precision))
+        if tokenizer is not None:
+            stack.enter_context(inference_weights(tokenizer, precision))
+        with PeakMemory(device) as memory:
+            one_batch(torch.Generator(device=device).manual_seed(seed + 7919))  # warm-up: kernels, allocator, caches
+            for r in range(repeats):
+                g = torch.Generator(device=device).manual_seed(seed + r)
+                times = [one_batch(g) for _ in range(batches)]
+                sample_s.append(sum(t[0] for t in times) / (batches * batch_size))
+                decode_s.append(sum(t[1] for t in times) / (batches * batch_size))
+    sample, decode = statistics.median(sample_s), statistics.median(decode_s)
+    return {
+        "sample_s_per_img": sample,
+        "decode_s_per_img": decode if tokenizer is not None else math.nan,
+        "total_s_per_img": statistics.median(s + d for s, d in zip(sample_s, decode_s)),
+        "peak_mem_mb": memory.peak_mb,
+        "timed_batch_size": float(batch_size),
+        "timing_repeats": float(repeats),
+    }
+
+
+@dataclass
+class SampleTimeConfig:
+    repeats: int = 3  # timed passes; the median is reported
+    batches: int = 1  # batches of sampling.batch_size per pass
+
+    def validate(self, key: str) -> None:
+        positive(key, "repeats", self.repeats)
+        positive(key, "batches", self.batches)
+
+
+class SampleTimeMetric(Metric):
+    """Latent sampling and decoding time per image at the run's precision (median of ``repeats`` synchronised
+    passes after a warm-up), NFE of the evaluation samples and peak memory of the timed work."""
+
+    Config = SampleTimeConfig
+    group = "speed"
+
+    def columns(self, config) -> dict[str, Column]:
+        return {
+            "sample_s_per_img": Column("lower", "sample s/img", 4),
+            "decode_s_per_img": Column("lower", "decode s/img", 4),
+            "total_s_per_img": Column("lower", "total s/img", 4),
+            "nfe": Column("lower", "NFE", 1),
+            "peak_mem_mb": Column("lower", "peak MiB", 1),
+        }
+
+    def compute(self, ctx, config: SampleTimeConfig) -> dict[str, float]:
+        batch = min(ctx.batch_size, len(ctx.samples))
+        measured = time_sampling(
+            ctx.prior, ctx.tokenizer, batch, config.batches, config.repeats, ctx.seed, ctx.device, ctx.autocast,
+            ctx.precision, ctx.options, ctx.sample_labels,
+        )  # fmt: skip
+        ctx.timing.update(measured)
+        return {name: float(ctx.timing.get(name, math.nan)) for name in self.columns(config)}

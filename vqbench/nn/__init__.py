@@ -1,6 +1,8 @@
 """Shared transformer building blocks so priors and backbones compose instead of copying."""
+
 from .attention import CrossAttention, KVCache, SelfAttention
 from .blocks import CrossBlock, TransformerBlock
+from .init import init_weights
 from .mlp import FeedForward
 from .rotary import apply_rotary, rotary_angles_1d, rotary_angles_2d, rotary_angles_axial
 
@@ -12,6 +14,7 @@ __all__ = [
     "SelfAttention",
     "TransformerBlock",
     "apply_rotary",
+    "init_weights",
     "rotary_angles_1d",
     "rotary_angles_2d",
     "rotary_angles_axial",

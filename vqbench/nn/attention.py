@@ -1,4 +1,5 @@
 """Multi-head self-attention through ``scaled_dot_product_attention``, with rotary and a key/value cache."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

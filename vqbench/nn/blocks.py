@@ -1,4 +1,5 @@
 """Pre-norm transformer block."""
+
 from __future__ import annotations
 
 import torch
@@ -11,9 +12,7 @@ from .mlp import FeedForward
 class TransformerBlock(nn.Module):
     """x + attn(norm(x)); x + mlp(norm(x))."""
 
-    def __init__(
-        self, dim: int, heads: int, dim_head: int, mlp_ratio: float = 4.0, dropout: float = 0.0, causal: bool = False
-    ):
+    def __init__(self, dim: int, heads: int, dim_head: int, mlp_ratio: float = 4.0, dropout: float = 0.0, causal: bool = False):
         super().__init__()
         self.norm_attn = nn.LayerNorm(dim)
         self.attn = SelfAttention(dim, heads, dim_head, dropout=dropout, causal=causal)
@@ -21,9 +20,7 @@ class TransformerBlock(nn.Module):
         self.mlp = FeedForward(dim, mlp_ratio, dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(
-        self, x: torch.Tensor, angles: torch.Tensor | None = None, cache: KVCache | None = None, layer: int = 0
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, angles: torch.Tensor | None = None, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         x = x + self.drop(self.attn(self.norm_attn(x), angles, cache, layer))
         return x + self.drop(self.mlp(self.norm_mlp(x)))
 

@@ -3,6 +3,7 @@
 Angles have shape N×(rot_dim/2); ``apply_rotary`` rotates the first ``rot_dim`` channels of each head using the
 half-split convention (channel i pairs with channel i + rot_dim/2).
 """
+
 from __future__ import annotations
 
 import torch

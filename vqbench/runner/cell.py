@@ -1,24 +1,31 @@
 """One cell (prior × variant × seed): train or fit, sample with timing, evaluate, write outputs."""
+
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
+from .. import nn as vqbench_nn
+from .. import sampling as vqbench_sampling
 from ..config import parse, to_dict
-from ..interfaces import Prior
 from ..images import save_grid, save_inpainting_strip
-from ..io import atomic_path, fingerprint, load_torch, save_torch, write_json
+from ..interfaces import Prior
+from ..io import atomic_path, fingerprint, load_torch, read_json, save_torch, write_json
 from ..metrics.features import FeatureSet
 from ..plugins import Registries
 from ..precision import inference_weights
+from ..provenance import code_digest, package_versions
+from ..report import flatten
+from ..training import StepLoop
 from .data import DataBundle
-from .evaluate import EvalContext, evaluate, sample_timed, sampling_labels
+from .evaluate import EvalContext, evaluate, generate_samples, sampling_labels
 from .schema import Benchmark, PriorSection, Variant
 from .train import train_prior
 
@@ -38,31 +45,80 @@ class Cell:
         return out / "runs" / self.id
 
 
-def build_prior(cell: Cell, regs: Registries, data: DataBundle, device: torch.device | str = "cpu") -> Prior:
+def build_prior(cell: Cell, regs: Registries, data: DataBundle, device: torch.device | str | None = "cpu") -> Prior:
     cls = regs.priors.get(cell.section.name, f"{cell.key}.name")
-    config = parse(cls.Config, cell.variant.params, f"{cell.key}.params")
+    config: Any = parse(cls.Config, cell.variant.params, f"{cell.key}.params")
     num_classes = int(data.train.labels[:, 0].max()) + 1 if data.train.labels is not None and len(data.train) else 0
-    return cls(config, data.codebook_size, data.latent_shape, num_classes).to(device)
+    prior = cls(config, data.codebook_size, data.latent_shape, num_classes)
+    return prior if device is None else prior.to(device)
 
 
 def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def run_cell(
-    cell: Cell, bench: Benchmark, regs: Registries, data: DataBundle, metrics: dict[str, tuple[Any, Any]],
-    reference: FeatureSet | None, out: Path, cache: Path, device: torch.device, autocast: Callable[[], Any],
+def cell_protocol(
+    cell: Cell, bench: Benchmark, regs: Registries, data: DataBundle, metrics: dict[str, tuple[Any, Any]], reference: FeatureSet | None
 ) -> dict[str, Any]:
+    """Everything that determines a cell's numbers: resolved prior, training budget, sampling, metric settings, data,
+    tokenizer and reference features, precision, package versions and a digest of the code involved."""
+    with torch.device("meta"):
+        prior = build_prior(cell, regs, data, device=None)
+    versions = package_versions()
+    return {
+        "prior": {"name": cell.section.name, "params": prior.describe(), "sampling": cell.section.sampling, "lr": cell.section.lr if cell.section.lr is not None else bench.budget.lr},
+        "seed": cell.seed, "budget": asdict(bench.budget), "sampling": asdict(bench.sampling), "precision": bench.precision,
+        "metrics": to_dict(bench.metrics),
+        "data": {"train": data.train.meta.get("codes_sha256"), "test": data.test.meta.get("codes_sha256"), "tokenizer": (data.train.meta.get("tokenizer") or {}).get("checkpoint_sha256")},
+        "reference": None if reference is None else {"description": reference.extractor.description, "count": len(reference.real)},
+        "versions": {k: versions[k] for k in ("vqbench", "torch", "torch-fidelity", "lpips", "numpy")},
+        "code": code_digest(prior, *(type(metric) for metric, _ in metrics.values()), *([reference.extractor] if reference else [])),
+    }  # fmt: skip
+
+
+def protocol_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two cell protocols."""
+    a, b = flatten(old), flatten(new)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def run_cell(
+    cell: Cell,
+    bench: Benchmark,
+    regs: Registries,
+    data: DataBundle,
+    metrics: dict[str, tuple[Any, Any]],
+    reference: FeatureSet | None,
+    out: Path,
+    cache: Path,
+    device: torch.device,
+    autocast: Callable[[], Any],
+) -> dict[str, Any]:
+    """Run one cell. A finished cell is skipped only when its stored protocol fingerprint matches the current one;
+    otherwise it is recomputed (the differing keys are logged)."""
     folder = cell.directory(out)
+    protocol = cell_protocol(cell, bench, regs, data, metrics, reference)
     if (folder / "metrics.json").is_file():
-        log.info("cell %s already finished: skipped", cell.id)
-        return {"status": "skipped"}
+        stored = read_json(folder / "metrics.json")
+        retry = sorted((stored.get("info") or {}).get("failed_metrics") or {})
+        if stored.get("fingerprint") == fingerprint(protocol) and not retry:
+            log.info("cell %s already finished: skipped", cell.id)
+            return {"status": "skipped"}
+        if retry:
+            log.info("cell %s: metrics %s failed last time: recomputing", cell.id, ", ".join(retry))
+        changed = protocol_changes(stored.get("protocol") or {}, protocol)
+        if changed:
+            shown = ", ".join(changed[:8]) + (" …" if len(changed) > 8 else "")
+            log.warning("cell %s was computed under other settings (%s): recomputing", cell.id, shown)
+        (folder / "metrics.json").unlink()
     folder.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(folder / "log.txt")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     try:
-        return _run(cell, bench, regs, data, metrics, reference, folder, cache, device, autocast)
+        result = _run(cell, bench, regs, data, metrics, reference, folder, cache, device, autocast)
+        write_json(folder / "metrics.json", result.pop("record") | {"protocol": protocol, "fingerprint": fingerprint(protocol)})
+        return result
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
@@ -75,10 +131,13 @@ def training_key(prior: Prior, lr: float, bench: Benchmark, seed: int, data: Dat
     if prior.sampler_config is not None:
         for f in fields(prior.sampler_config):
             params.pop(f.name, None)
-    return fingerprint(type(prior).__name__, params, lr, asdict(bench.budget), seed, bench.precision, data.train.meta["codes_sha256"])
+    code = code_digest(prior, vqbench_nn, vqbench_sampling, train_prior, StepLoop, core=False)
+    return fingerprint(type(prior).__name__, params, lr, asdict(bench.budget), seed, bench.precision, data.train.meta["codes_sha256"], code)
 
 
-def train_or_reuse(prior: Prior, cell: Cell, bench: Benchmark, data: DataBundle, lr: float, folder: Path, cache: Path, device, autocast) -> dict[str, Any]:
+def train_or_reuse(
+    prior: Prior, cell: Cell, bench: Benchmark, data: DataBundle, lr: float, folder: Path, cache: Path, device, autocast
+) -> dict[str, Any]:
     """Train (resumably) unless an identical training run is in the cache; store the result there for reuse."""
     started = time.monotonic()
     if not prior.trainable:
@@ -112,25 +171,38 @@ def _run(cell, bench, regs, data, metrics, reference, folder, cache, device, aut
         values, columns, ctx = _sample_and_evaluate(prior, cell, bench, data, metrics, reference, folder, device, autocast)
     if ctx.artifacts:
         save_inpainting_strip(folder / "inpainting.png", ctx.artifacts)
-    info |= {"parameters": count_parameters(prior), "supports": prior.supports, "notes": ctx.notes, "timing": ctx.timing}
-    write_json(folder / "metrics.json", {
+    info |= {
+        "parameters": count_parameters(prior),
+        "supports": prior.supports,
+        "notes": ctx.notes,
+        "timing": ctx.timing,
+        "failed_metrics": ctx.failed,
+    }
+    record = {
         "cell": cell.id, "label": cell.variant.label, "variant": cell.variant.name, "row": cell.variant.row, "seed": cell.seed, "index": cell.index,
         "values": values, "columns": columns, "column_order": list(columns), "info": info,
-    })  # fmt: skip
-    return {"status": "done", "values": values}
+    }  # fmt: skip
+    return {
+        "status": "done" if not ctx.failed else "done with failed metrics",
+        "values": values,
+        "record": record,
+        "failed_metrics": sorted(ctx.failed),
+    }
 
 
 def _sample_and_evaluate(prior, cell, bench, data, metrics, reference, folder, device, autocast):
-    """Timed sampling, samples.npy and samples.png, then every metric."""
+    """Sampling, samples.npy and samples.png, then every metric (sample time is measured by its metric)."""
     labels = sampling_labels(bench.sampling, data, bench.sampling.num_samples)
-    samples, images, timing = sample_timed(
+    samples, images, timing = generate_samples(
         prior, data.tokenizer, bench.sampling.num_samples, bench.sampling.batch_size, cell.seed, device, autocast,
         cell.section.sampling, labels,
     )  # fmt: skip
-    with atomic_path(folder / "samples.npy") as tmp:
-        with open(tmp, "wb") as handle:
-            np.save(handle, samples.numpy().astype(np.int32))
-    ctx = EvalContext(prior, data.tokenizer, data, samples, timing, cell.seed, device, autocast, cell.section.sampling, bench.sampling.batch_size)
+    with atomic_path(folder / "samples.npy") as tmp, open(tmp, "wb") as handle:
+        np.save(handle, samples.numpy().astype(np.int32))
+    ctx = EvalContext(
+        prior, data.tokenizer, data, samples, timing, cell.seed, device, autocast, cell.section.sampling, bench.sampling.batch_size,
+        precision=bench.precision, sample_labels=labels,
+    )  # fmt: skip
     if reference is not None and data.tokenizer is not None:
         ctx.features = FeatureSet(
             reference.extractor, reference.real, lambda: (images.split(bench.metrics.batch_size) if images is not None else _decoded(ctx, samples)),

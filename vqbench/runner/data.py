@@ -1,25 +1,29 @@
 """Shared data for a benchmark: image source and split, tokenizer (trained or loaded, cached), latent datasets
 (cached by content fingerprint) and the tokenizer-quality report."""
+
 from __future__ import annotations
 
+import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .. import latents as latent_io
-from ..config import parse, to_dict
+from ..config import parse, required, to_dict
 from ..errors import ConfigError
-from ..interfaces import ImageSource, LatentSource, Tokenizer, float_to_uint8
+from ..interfaces import ImageSource, LatentSource, Tokenizer, TrainableTokenizer, float_to_uint8
 from ..io import fingerprint, read_json, sha256_file, write_json
 from ..metrics.inpainting import psnr_in_region
 from ..metrics.latent_stats import codebook_stats
 from ..metrics.lpips_net import load_lpips
 from ..plugins import Registries
+from ..provenance import code_digest
 from .schema import Benchmark
 
 log = logging.getLogger(__name__)
@@ -49,10 +53,10 @@ class DataBundle:
             return "real held-out images"
         return "decoded held-out latents (no image dataset given)"
 
-    def reference_batches(self, count: int, batch_size: int, decode: Callable[[torch.Tensor], torch.Tensor]):
-        """Yield (uint8 images, codes) for the first ``count`` held-out items, ``batch_size`` at a time."""
-        n = min(count, len(self.test))
-        for start in range(0, n, batch_size):
+    def reference_batches(self, count: int, batch_size: int, decode: Callable[[torch.Tensor], torch.Tensor], first: int = 0):
+        """Yield (uint8 images, codes) for ``count`` held-out items from item ``first`` on, ``batch_size`` at a time."""
+        n = min(first + count, len(self.test))
+        for start in range(first, n, batch_size):
             stop = min(n, start + batch_size)
             codes = self.test.tensor(slice(start, stop))
             if self.source is not None and self.test_indices is not None:
@@ -61,9 +65,9 @@ class DataBundle:
             else:
                 yield decode(codes), codes
 
-    def reference_images(self, count: int, decode: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(uint8 images, their codes) for up to ``count`` held-out items."""
-        pairs = list(self.reference_batches(count, 64, decode))
+    def reference_images(self, count: int, decode: Callable[[torch.Tensor], torch.Tensor], start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(uint8 images, their codes) for up to ``count`` held-out items from item ``start`` on."""
+        pairs = list(self.reference_batches(count, 64, decode, start))
         return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
 
 
@@ -77,7 +81,7 @@ def split_indices(count: int, test_fraction: float, seed: int) -> tuple[np.ndarr
 def prepare_data(bench: Benchmark, regs: Registries, cache: Path, device: torch.device, autocast: Callable) -> DataBundle:
     if bench.latents is not None:
         return _from_latents(bench, regs, device)
-    ds = bench.dataset
+    ds = required(bench.dataset, "dataset")
     source_cls = regs.datasets.get(ds.name, "dataset.name")
     if issubclass(source_cls, LatentSource):
         return _from_latent_source(bench, source_cls, cache)
@@ -89,7 +93,7 @@ def prepare_data(bench: Benchmark, regs: Registries, cache: Path, device: torch.
     tok_sha = sha256_file(tok_file)
     labels = source.labels()
     common = {
-        "tokenizer": {"name": bench.tokenizer.name, "config": tokenizer.config_dict(), "checkpoint_sha256": tok_sha},
+        "tokenizer": {"name": required(bench.tokenizer, "tokenizer").name, "config": tokenizer.config_dict(), "checkpoint_sha256": tok_sha},
         "source": {"dataset": ds.name, "fingerprint": source.fingerprint(), "resolution": ds.resolution},
     }
     sets = {}
@@ -110,8 +114,18 @@ def prepare_data(bench: Benchmark, regs: Registries, cache: Path, device: torch.
     return DataBundle(sets["train"], sets["test"], tokenizer, source, test_index, info)
 
 
+def trainable(tok_cls: type[Tokenizer], name: str) -> type[TrainableTokenizer]:
+    """The tokenizer class, if it can be trained from a preset; else a ConfigError saying what to give instead."""
+    if not issubclass(tok_cls, TrainableTokenizer):
+        raise ConfigError(
+            "tokenizer.preset",
+            f"tokenizer '{name}' cannot be trained from a preset (it does not implement TrainableTokenizer); give tokenizer.checkpoint",
+        )
+    return tok_cls
+
+
 def _tokenizer(bench, regs, source, train_idx, cache, device, autocast) -> tuple[Tokenizer, Path, dict]:
-    tc = bench.tokenizer
+    tc = required(bench.tokenizer, "tokenizer")
     tok_cls = regs.tokenizers.get(tc.name, "tokenizer.name")
     if tc.checkpoint is not None:
         path = Path(tc.checkpoint).expanduser()
@@ -119,10 +133,14 @@ def _tokenizer(bench, regs, source, train_idx, cache, device, autocast) -> tuple
             raise ConfigError("tokenizer.checkpoint", f"file {str(path)!r} not found")
         options = {"config": tc.config} if tc.config else {}
         return tok_cls.load(path, **options).to(device), path, {"origin": f"loaded from {path}"}
-    train_defaults = getattr(tok_cls, "preset_training", {}).get(tc.preset, {})
-    train_cfg = parse(tok_cls.TrainConfig, {**train_defaults, **tc.train}, "tokenizer.train")
-    model = tok_cls.from_preset(tc.preset, tc.params)
-    key = fingerprint(tc.name, tc.preset, to_dict(model.config), to_dict(train_cfg), tc.seed, bench.precision, source.fingerprint(), train_idx.tolist())
+    tok_cls = trainable(tok_cls, tc.name)
+    train_defaults = tok_cls.preset_training.get(tc.preset or "", {})
+    train_cfg: Any = parse(tok_cls.TrainConfig, {**train_defaults, **tc.train}, "tokenizer.train")
+    model = tok_cls.from_preset(tc.preset or "", tc.params)
+    code = code_digest(model, tok_cls, tok_cls.fit, importlib.import_module(tok_cls.__module__.rpartition(".")[0] or tok_cls.__module__), core=False)
+    key = fingerprint(
+        tc.name, tc.preset, to_dict(model.config), to_dict(train_cfg), tc.seed, bench.precision, source.fingerprint(), train_idx.tolist(), code
+    )
     folder = cache / "tokenizers" / f"{tc.name}-{tc.preset}-{key}"
     final = folder / "tokenizer.pt"
     if final.is_file():
@@ -130,7 +148,7 @@ def _tokenizer(bench, regs, source, train_idx, cache, device, autocast) -> tuple
         return tok_cls.load(final).to(device), final, read_json(folder / "train.json")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(tc.seed)
-        model = tok_cls.from_preset(tc.preset, tc.params)
+        model = tok_cls.from_preset(tc.preset or "", tc.params)
         stats = tok_cls.fit(model, source, train_idx, train_cfg, checkpoint=folder / "train_state.pt", seed=tc.seed, device=device, autocast=autocast)
     model.save(final)
     info = {"origin": f"trained preset {tc.preset}", "train": stats}
@@ -139,7 +157,9 @@ def _tokenizer(bench, regs, source, train_idx, cache, device, autocast) -> tuple
 
 
 @torch.inference_mode()
-def encode_images(tokenizer: Tokenizer, source: ImageSource, indices: np.ndarray, device: torch.device, batch_size: int = 64, desc: str = "encode") -> tuple[np.ndarray, np.ndarray]:
+def encode_images(
+    tokenizer: Tokenizer, source: ImageSource, indices: np.ndarray, device: torch.device, batch_size: int = 64, desc: str = "encode"
+) -> tuple[np.ndarray, np.ndarray]:
     """Codes (N×h×w) of the readable images among ``indices`` and the indices kept."""
     codes, kept = [], []
     for start in tqdm(range(0, len(indices), batch_size), desc=desc, unit="batch", leave=False):
@@ -189,7 +209,7 @@ def _tokenizer_quality(tokenizer, source, test_index, train_set, device, cache, 
 
 def _from_latent_source(bench: Benchmark, source_cls: type[LatentSource], cache: Path) -> DataBundle:
     """Generate (or reuse) the train/test latents of a source that produces codes directly."""
-    ds = bench.dataset
+    ds = required(bench.dataset, "dataset")
     source = source_cls(parse(source_cls.Config, ds.params, "dataset.params"))
     key = fingerprint(source.fingerprint(), ds.test_fraction, ds.split_seed)
     paths = {split: cache / "latents" / f"{ds.name}-{split}-{key}" for split in ("train", "test")}
@@ -208,9 +228,13 @@ def _from_latent_source(bench: Benchmark, source_cls: type[LatentSource], cache:
 
 
 def _from_latents(bench: Benchmark, regs: Registries, device: torch.device) -> DataBundle:
-    train, test = latent_io.open(bench.latents.train), latent_io.open(bench.latents.test)
+    given = required(bench.latents, "latents")
+    train, test = latent_io.open(given.train), latent_io.open(given.test)
     if (train.codebook_size, train.latent_shape) != (test.codebook_size, test.latent_shape):
-        raise ConfigError("latents", f"train and test latents differ in codebook size or shape: {train.meta['h']}×{train.meta['w']}/{train.codebook_size} vs {test.meta['h']}×{test.meta['w']}/{test.codebook_size}")
+        raise ConfigError(
+            "latents",
+            f"train and test latents differ in codebook size or shape: {train.meta['h']}×{train.meta['w']}/{train.codebook_size} vs {test.meta['h']}×{test.meta['w']}/{test.codebook_size}",
+        )
     tc = bench.tokenizer
     if tc is None or tc.checkpoint is None:
         return DataBundle(train, test, image_metrics_off="no tokenizer checkpoint given: latent-level metrics only")
@@ -219,8 +243,8 @@ def _from_latents(bench: Benchmark, regs: Registries, device: torch.device) -> D
     if not path.is_file():
         raise ConfigError("tokenizer.checkpoint", f"file {str(path)!r} not found")
     if wanted and sha256_file(path) != wanted:
-        raise ConfigError("tokenizer.checkpoint", f"{path} is not the tokenizer these latents were encoded with (meta.json names sha256 {wanted[:12]}…)")
+        raise ConfigError(
+            "tokenizer.checkpoint", f"{path} is not the tokenizer these latents were encoded with (meta.json names sha256 {wanted[:12]}…)"
+        )
     tokenizer = regs.tokenizers.get(tc.name, "tokenizer.name").load(path, **({"config": tc.config} if tc.config else {})).to(device)
     return DataBundle(train, test, tokenizer, tokenizer_info={"origin": f"loaded from {path}"})
-
-

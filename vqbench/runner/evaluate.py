@@ -1,21 +1,26 @@
-"""Timed sampling of a cell and the context metrics compute from."""
+"""Sampling of a cell, metric validation and the context metrics compute from."""
+
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from ..config import parse
+from ..config import parse, required
+from ..errors import ConfigError
 from ..interfaces import Prior, Tokenizer, float_to_uint8
 from ..metrics.features import FeatureSet
-from ..metrics.timing import PeakMemory, Stopwatch
 from ..plugins import Registries
 from .data import DataBundle, decode_to_uint8
-from .schema import MetricsSection, SamplingSection
+from .schema import Benchmark, MetricsSection, SamplingSection
 from .train import class_labels
+
+log = logging.getLogger(__name__)
 
 
 def generator(device: torch.device, seed: int) -> torch.Generator:
@@ -23,49 +28,40 @@ def generator(device: torch.device, seed: int) -> torch.Generator:
 
 
 @torch.inference_mode()
-def sample_timed(
-    prior: Prior, tokenizer: Tokenizer | None, n: int, batch_size: int, seed: int, device: torch.device,
-    autocast: Callable[[], Any], options: dict[str, Any], labels: torch.Tensor | None = None, keep_images_bytes: int = 1 << 30,
+def generate_samples(
+    prior: Prior,
+    tokenizer: Tokenizer | None,
+    n: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    autocast: Callable[[], Any],
+    options: dict[str, Any],
+    labels: torch.Tensor | None = None,
+    keep_images_bytes: int = 1 << 30,
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, float]]:
-    """Sample ``n`` grids (and decode them), timing sampling and decoding separately after one untimed warm-up batch
-    (seconds per image at ``batch_size``, device synchronised).
+    """Sample ``n`` grids (and decode them) for the metrics; the network evaluations per sample are recorded here,
+    wall-clock time by the ``sample_time`` metric (``vqbench.metrics.timing.time_sampling``).
 
-    Returns (codes, uint8 images or None when they would exceed ``keep_images_bytes``, timing)."""
+    Returns (codes, uint8 images or None when they would exceed ``keep_images_bytes``, {nfe, batch_size})."""
     shape = prior.latent_shape
     g = generator(device, seed)
-    sample_watch, decode_watch = Stopwatch(device), Stopwatch(device)
     codes, images, nfe = [], [], 0.0
     keep = tokenizer is not None
-    # memory is measured from before the warm-up: on CPU the allocator keeps the warm-up's working set resident
-    with PeakMemory(device) as memory, tqdm(total=n, desc="sample", unit="img", leave=False) as bar:
-        with autocast():  # warm-up (untimed): kernels, allocator, caches
-            warm_labels = labels[: min(batch_size, n)].to(device) if labels is not None else None
-            warm = prior.sample(min(batch_size, n), shape, generator(device, seed + 7919), labels=warm_labels, **options)
-            if tokenizer is not None:
-                tokenizer.decode(warm.to(device))
+    with tqdm(total=n, desc="sample", unit="img", leave=False) as bar:
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             batch_labels = labels[start : start + b].to(device) if labels is not None else None
-            with sample_watch, autocast():
+            with autocast():
                 batch = prior.sample(b, shape, g, labels=batch_labels, **options)
             nfe += prior.last_nfe * b
             codes.append(batch.cpu())
-            if tokenizer is not None:
-                with decode_watch:
-                    decoded = tokenizer.decode(batch.to(device))
-                if keep:
-                    images.append(float_to_uint8(decoded).cpu())
-                    keep = sum(i.numel() for i in images) < keep_images_bytes
+            if keep and tokenizer is not None:
+                images.append(float_to_uint8(tokenizer.decode(batch.to(device))).cpu())
+                keep = sum(i.numel() for i in images) < keep_images_bytes
             bar.update(b)
-    timing = {
-        "sample_s_per_img": sample_watch.seconds / n,
-        "decode_s_per_img": decode_watch.seconds / n if tokenizer is not None else math.nan,
-        "total_s_per_img": (sample_watch.seconds + decode_watch.seconds) / n,
-        "nfe": nfe / n,
-        "peak_mem_mb": memory.peak_mb,
-        "batch_size": float(batch_size),
-    }
-    return torch.cat(codes), (torch.cat(images) if keep and images else None), timing
+    info = {"nfe": nfe / n, "batch_size": float(batch_size)}
+    return torch.cat(codes), (torch.cat(images) if keep and images else None), info
 
 
 @dataclass
@@ -81,7 +77,10 @@ class EvalContext:
     options: dict[str, Any]
     batch_size: int
     features: FeatureSet | None = None
+    precision: str = "fp32"
+    sample_labels: torch.Tensor | None = None  # class labels the samples were drawn with (conditional priors)
     notes: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # metric name → why it failed in this cell
     artifacts: dict[str, Any] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)
 
@@ -90,16 +89,20 @@ class EvalContext:
         return self.data.test.tensor()
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return decode_to_uint8(self.tokenizer, codes, self.device, self.batch_size)
+        return decode_to_uint8(required(self.tokenizer, "tokenizer"), codes, self.device, self.batch_size)
 
-    def inpainting_inputs(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.data.reference_images(count, self.decode)
+    def inpainting_inputs(self, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(uint8 images, codes, class labels or None) of the last ``count`` held-out items: disjoint from the
+        reference set, which is taken from the front of the split (see ``reference_split``)."""
+        start = len(self.data.test) - count
+        images, codes = self.data.reference_images(count, self.decode, start=start)
+        labels = class_labels(self.data.test)
+        return images, codes, (labels[start:] if labels is not None else None)
 
     @torch.inference_mode()
-    def inpaint(self, codes: torch.Tensor, keep_mask: torch.Tensor) -> torch.Tensor:
-        """Inpaint the first len(codes) held-out grids (their own class labels, if any)."""
+    def inpaint(self, codes: torch.Tensor, keep_mask: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Inpaint ``codes`` (held-out grids, with their own class labels if any)."""
         g = generator(self.device, self.seed + 104729)
-        labels = class_labels(self.data.test)
         out = []
         for start in range(0, len(codes), self.batch_size):
             c, k = codes[start : start + self.batch_size], keep_mask[start : start + self.batch_size]
@@ -110,7 +113,8 @@ class EvalContext:
 
     @torch.inference_mode()
     def held_out_nll(self) -> float:
-        """Mean NLL (bits per token) of the held-out latents, computed once per cell."""
+        """Mean NLL (bits per token) of the held-out latents, computed once per cell; ``held_out_nll_se`` is its
+        standard error over the held-out grids (it includes any Monte-Carlo noise of the estimator)."""
         if "nll_bpt" not in self.cache:
             g = generator(self.device, self.seed + 15485863)
             labels = class_labels(self.data.test)
@@ -120,10 +124,17 @@ class EvalContext:
                 extra = {"labels": labels[start : start + len(codes)].to(self.device)} if labels is not None else {}
                 with self.autocast():
                     values.append(self.prior.nll(codes, generator=g, **extra).double().cpu())
-            self.cache["nll_bpt"] = float(torch.cat(values).mean())
-            if getattr(self.prior, "nll_note", None):
-                self.notes["nll"] = self.prior.nll_note
+            per_grid = torch.cat(values)
+            self.cache["nll_bpt"] = float(per_grid.mean())
+            self.cache["nll_bpt_se"] = float(per_grid.std(unbiased=True) / len(per_grid) ** 0.5) if len(per_grid) > 1 else float("nan")
+            note = self.prior.nll_note
+            if note:
+                self.notes["nll"] = note
         return self.cache["nll_bpt"]
+
+    def held_out_nll_se(self) -> float:
+        self.held_out_nll()
+        return self.cache["nll_bpt_se"]
 
 
 def sampling_labels(sampling: SamplingSection, data: DataBundle, n: int) -> torch.Tensor | None:
@@ -135,26 +146,73 @@ def sampling_labels(sampling: SamplingSection, data: DataBundle, n: int) -> torc
     return held_out.repeat(-(-n // len(held_out)))[:n] if held_out is not None and len(held_out) else None
 
 
-def metric_configs(metrics: MetricsSection, regs: Registries) -> dict[str, tuple[Any, Any]]:
-    """Validated (metric, config) per enabled metric; fails before any work on a bad setting."""
-    out = {}
+def metric_configs(metrics: MetricsSection, regs: Registries, sampling: SamplingSection | None = None) -> dict[str, tuple[Any, Any]]:
+    """Validated (metric, config) per enabled metric; fails before any work on a bad setting, including settings
+    that do not fit the benchmark's sample and reference counts (``sampling`` given: the benchmark decodes images,
+    see ``image_sampling``)."""
+    out: dict[str, tuple[Any, Any]] = {}
     for name in metrics.enabled:
         cls = regs.metrics.get(name, "metrics.enabled")
         out[name] = (cls(), parse(cls.Config, metrics.settings.get(name, {}), f"metrics.{name}"))
     for name in metrics.settings:
         regs.metrics.get(name, f"metrics.{name}")
+    if "kid" in out and sampling is not None:
+        size = out["kid"][1].subset_size
+        for key, count in {"metrics.num_real": metrics.num_real, "sampling.num_samples": sampling.num_samples}.items():
+            if size > count:
+                raise ConfigError(
+                    "metrics.kid.subset_size", f"{size} exceeds {key} = {count}; lower the subset size (KID subsets are drawn without replacement)"
+                )
+    if "inpainting" in out and out["inpainting"][1].fid:
+        dims = getattr(regs.feature_extractors.get(metrics.feature_extractor, "metrics.feature_extractor"), "dims", 0)
+        images = out["inpainting"][1].num_images
+        if images < dims:
+            raise ConfigError(
+                "metrics.inpainting.fid",
+                f"FID of {images} images with {dims}-d features is mostly estimator bias; set num_images ≥ {dims} or fid: false (KID is always reported)",
+            )
     return out
 
 
+def image_sampling(bench: Benchmark) -> SamplingSection | None:
+    """The sampling section when the benchmark decodes images (image metrics apply), else None."""
+    tokenizer = bench.tokenizer
+    return bench.sampling if tokenizer is not None and (bench.latents is None or tokenizer.checkpoint is not None) else None
+
+
+def reference_split(metrics: MetricsSection, configured: dict[str, tuple[Any, Any]], test_count: int) -> int:
+    """Number of reference images (the first ones of the held-out split) once the inpainting images (the last
+    ``num_images``) are set aside; fails when the split cannot hold both, or too few remain for KID/PRDC."""
+    inpaint = configured["inpainting"][1].num_images if "inpainting" in configured else 0
+    if inpaint and inpaint + metrics.num_real > test_count:
+        raise ConfigError(
+            "metrics.num_real",
+            f"{metrics.num_real} reference images + {inpaint} inpainting images (metrics.inpainting.num_images) exceed "
+            f"the {test_count} held-out items; the two sets are disjoint, so lower one of them or enlarge the test split",
+        )
+    count = min(metrics.num_real, test_count)
+    if "kid" in configured and configured["kid"][1].subset_size > count:
+        raise ConfigError(
+            "metrics.kid.subset_size", f"{configured['kid'][1].subset_size} exceeds the {count} reference images the {test_count} held-out items give"
+        )
+    return count
+
+
 def evaluate(ctx: EvalContext, configured: dict[str, tuple[Any, Any]]) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
-    """(values, column metadata in display order: direction, label, digits, group)."""
+    """(values, column metadata in display order: direction, label, digits, group). A metric that raises is
+    recorded in ``ctx.failed`` (name → error) with its columns n/a; the other metrics still run."""
     values: dict[str, float] = {}
     columns: dict[str, dict[str, Any]] = {}
-    for metric, config in configured.values():
+    for name, (metric, config) in configured.items():
         cols = metric.columns(config)
-        columns.update({name: {**asdict(col), "group": metric.group} for name, col in cols.items()})
+        columns.update({col_name: {**asdict(col), "group": metric.group} for col_name, col in cols.items()})
         if metric.needs_images and (ctx.tokenizer is None or ctx.features is None):
-            values.update({name: math.nan for name in cols})
+            values.update({col_name: math.nan for col_name in cols})
             continue
-        values.update(metric.compute(ctx, config))
+        try:
+            values.update(metric.compute(ctx, config))
+        except Exception as err:  # noqa: BLE001 - one metric's failure must not lose the cell's other numbers
+            log.exception("metric %s failed", name)
+            ctx.failed[name] = f"{type(err).__name__}: {err}"
+            values.update({col_name: math.nan for col_name in cols})
     return values, columns

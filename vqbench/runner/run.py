@@ -1,23 +1,29 @@
 """Orchestration: validate everything, then data → reference features → cells → report."""
+
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import parse, to_dict
+from ..config import parse, required, to_dict
 from ..errors import ConfigError, TrainingDiverged
-from ..interfaces import LatentSource
-from ..io import fingerprint, sha256_file, write_json
+from ..interfaces import LatentSource, Prior
+from ..io import fingerprint, read_json, sha256_file, write_json
 from ..metrics.features import FeatureSet, cached_features, extract_features
 from ..plugins import Registries
-from ..precision import make_autocast
+from ..precision import make_autocast, resolve_precision
+from ..provenance import code_digest, provenance
 from .cell import Cell, count_parameters, run_cell
-from .data import DataBundle, decode_to_uint8, prepare_data
-from .evaluate import metric_configs
+from .data import DataBundle, decode_to_uint8, prepare_data, trainable
+from .evaluate import image_sampling, metric_configs, reference_split
 from .schema import Benchmark, cell_id, expand_variants
 
 log = logging.getLogger(__name__)
@@ -31,16 +37,27 @@ def resolve_device(name: str) -> torch.device:
 
 def plan_cells(bench: Benchmark, regs: Registries) -> list[Cell]:
     """Every (prior, variant, seed); each variant's params are validated against the prior's Config here."""
-    cells = []
+    cells: list[Cell] = []
     for i, section in enumerate(bench.priors):
         key = f"priors[{i}]"
         cls = regs.priors.get(section.name, f"{key}.name")
         for variant in expand_variants(section, key):
-            parse(cls.Config, variant.params, f"{key}.params")
+            config: Any = parse(cls.Config, variant.params, f"{key}.params")
+            check_sampling(cls, config, section.sampling, f"{key}.sampling")
             cells.extend(Cell(cell_id(variant, seed), variant, seed, section, key) for seed in bench.seeds)
     for index, cell in enumerate(cells):
         cell.index = index
     return cells
+
+
+def check_sampling(cls: type[Prior], config: Any, sampling: dict[str, Any], key: str) -> None:
+    """Parse ``priors[].sampling`` against the prior's sampler settings before any work (typos, types, ranges)."""
+    if not sampling:
+        return
+    if cls.sampler_config is None:
+        raise ConfigError(key, f"this prior has no sampler settings, got {sorted(sampling)}; remove `sampling`")
+    base = {f.name: getattr(config, f.name) for f in fields(cls.sampler_config)}
+    parse(cls.sampler_config, {**base, **sampling}, key)
 
 
 def latent_geometry(bench: Benchmark, regs: Registries) -> tuple[tuple[int, int], int, int | None]:
@@ -50,34 +67,48 @@ def latent_geometry(bench: Benchmark, regs: Registries) -> tuple[tuple[int, int]
     if bench.latents is not None:
         meta = latent_io.open(bench.latents.train, verify_checksum=False)
         return meta.latent_shape, meta.codebook_size, None
-    source_cls = regs.datasets.get(bench.dataset.name, "dataset.name")
+    ds = required(bench.dataset, "dataset")
+    source_cls = regs.datasets.get(ds.name, "dataset.name")
     if issubclass(source_cls, LatentSource):
-        source = source_cls(parse(source_cls.Config, bench.dataset.params, "dataset.params"))
+        source = source_cls(parse(source_cls.Config, ds.params, "dataset.params"))
         return source.latent_shape, source.codebook_size, None
-    tc = bench.tokenizer
+    tc = required(bench.tokenizer, "tokenizer")
     cls = regs.tokenizers.get(tc.name, "tokenizer.name")
     if tc.checkpoint is not None:
         tok = cls.load(tc.checkpoint, **({"config": tc.config} if tc.config else {}))
     else:
         with torch.device("meta"):
-            tok = cls.from_preset(tc.preset, tc.params)
-    return tok.latent_shape(bench.dataset.resolution), tok.codebook_size, count_parameters(tok)
+            tok = trainable(cls, tc.name).from_preset(tc.preset or "", tc.params)
+    return tok.latent_shape(ds.resolution), tok.codebook_size, count_parameters(tok)
 
 
 def describe_plan(bench: Benchmark, regs: Registries) -> str:
     cells = plan_cells(bench, regs)
-    metric_configs(bench.metrics, regs)
+    try:
+        device = resolve_device(bench.device)
+        precision, why = resolve_precision(bench.precision, device)
+        device_line = f"  device: {device.type}, precision {precision} ({why})"
+    except ConfigError:  # planning a GPU benchmark on a machine without one
+        device_line = f"  device: {bench.device} (not available here), precision {bench.precision}"
+    metric_configs(bench.metrics, regs, image_sampling(bench))
     shape, vocab, tok_params = latent_geometry(bench, regs)
     b = bench.budget
+    data_line = (
+        f"  data: {bench.dataset.name} at {bench.dataset.resolution}²"
+        if bench.dataset
+        else f"  data: latents {required(bench.latents, 'latents').train}"
+    )
+    tok = bench.tokenizer
     lines = [
         f"benchmark {bench.name}: {len(cells)} cells",
-        f"  data: {bench.dataset.name if bench.dataset else 'latents ' + bench.latents.train}" + (f" at {bench.dataset.resolution}²" if bench.tokenizer else ""),
-        f"  tokenizer: {bench.tokenizer.name if bench.tokenizer else 'none'}"
-        + (f" ({bench.tokenizer.preset or bench.tokenizer.checkpoint}, {tok_params / 1e6:.2f} M params)" if tok_params else ""),
+        data_line,
+        f"  tokenizer: {tok.name if tok else 'none'}"
+        + (f" ({tok.preset or tok.checkpoint}, {tok_params / 1e6:.2f} M params)" if tok and tok_params else ""),
         f"  latents: {shape[0]}×{shape[1]} = {shape[0] * shape[1]} tokens, {vocab} codes",
         f"  budget: {b.steps} steps × batch {b.batch_size}, lr {b.lr}" + (f", cap {b.max_minutes} min" if b.max_minutes else ""),
         f"  sampling: {bench.sampling.num_samples} samples, batch {bench.sampling.batch_size}; seeds {bench.seeds}",
         f"  metrics: {', '.join(bench.metrics.enabled)} (features: {bench.metrics.feature_extractor})",
+        device_line,
         "  cells:",
     ]
     for cell in cells:
@@ -93,20 +124,23 @@ def _meta_prior(cell: Cell, regs: Registries, shape: tuple[int, int], vocab: int
 
 
 def reference_features(bench: Benchmark, regs: Registries, data: DataBundle, cache: Path, device: torch.device) -> FeatureSet | None:
-    configured = metric_configs(bench.metrics, regs)
+    configured = metric_configs(bench.metrics, regs, image_sampling(bench))
     if data.tokenizer is None or not any(metric.needs_images for metric, _ in configured.values()):
         return None
     m = bench.metrics
     extractor_cls = regs.feature_extractors.get(m.feature_extractor, "metrics.feature_extractor")
     extractor = extractor_cls(weights=m.feature_weights, allow_random=m.allow_random_features, seed=m.feature_seed, key="metrics")
     extractor.to(device).eval()
-    n = min(m.num_real, len(data.test))
+    n = reference_split(m, configured, len(data.test))  # the first n held-out items; inpainting takes the last ones
     content = data.source.fingerprint() if data.source is not None else data.test.meta["codes_sha256"]
     weights = sha256_file(m.feature_weights) if m.feature_weights else extractor.description
-    key = fingerprint(m.feature_extractor, weights, data.reference_kind, content, data.test.meta["codes_sha256"], n)
+    code = code_digest(extractor, extract_features, core=False)
+    key = fingerprint(m.feature_extractor, weights, data.reference_kind, content, data.test.meta["codes_sha256"], n, code)
+
+    tokenizer = data.tokenizer
 
     def compute() -> torch.Tensor:
-        decode = lambda codes: decode_to_uint8(data.tokenizer, codes, device)  # noqa: E731
+        decode = lambda codes: decode_to_uint8(tokenizer, codes, device)  # noqa: E731
         batches = (images for images, _ in data.reference_batches(n, m.batch_size, decode))
         return extract_features(extractor, batches, device, n, "real features")
 
@@ -114,75 +148,127 @@ def reference_features(bench: Benchmark, regs: Registries, data: DataBundle, cac
     return FeatureSet(extractor, real, lambda: iter(()), device, 0)
 
 
-def run_benchmark(bench: Benchmark, regs: Registries, out: Path | None = None, device_name: str | None = None) -> Path:
-    """Run every cell not finished yet and write the report; returns the results folder."""
+@dataclass
+class RunOutcome:
+    """Where the results went and what did not finish."""
+
+    out: Path
+    failures: dict[str, str] = field(default_factory=dict)  # cell id → why it (or one of its metrics) failed
+
+    def summary(self) -> str:
+        if not self.failures:
+            return f"all cells finished; results in {self.out}/"
+        return f"{len(self.failures)} cell(s) with failures ({', '.join(self.failures)}); see {self.out}/report.md"
+
+
+def run_benchmark(bench: Benchmark, regs: Registries, out: Path | None = None, device_name: str | None = None) -> RunOutcome:
+    """Run every cell not finished yet and write the report."""
     from ..report import write_report
 
     cells = plan_cells(bench, regs)
-    configured = metric_configs(bench.metrics, regs)
+    configured = metric_configs(bench.metrics, regs, image_sampling(bench))
     preflight(bench, regs)  # bad input fails here, before anything is written
     device = resolve_device(device_name or bench.device)
+    requested = bench.precision
+    precision, precision_reason = resolve_precision(requested, device)
+    bench_as_given, bench = bench, replace(bench, precision=precision)  # caches and cells see the precision used
     if bench.threads:
         torch.set_num_threads(bench.threads)
     out = Path(out or bench.out or Path("results") / bench.name)
     cache = Path(bench.cache or Path("results") / ".cache")
     out.mkdir(parents=True, exist_ok=True)
-    _log_to(out / "run.log")
-    autocast = make_autocast(device, bench.precision)
-    data = prepare_data(bench, regs, cache, device, autocast)
-    reference = reference_features(bench, regs, data, cache, device)
-    write_json(out / "protocol.json", protocol(bench, data, reference, device))
-    failures = {}
-    for i, cell in enumerate(cells, 1):
-        log.info("cell %d/%d: %s", i, len(cells), cell.id)
-        try:
-            status = run_cell(cell, bench, regs, data, configured, reference, out, cache, device, autocast)
-            log.info("cell %s: %s", cell.id, status["status"])
-        except TrainingDiverged as err:
-            failures[cell.id] = str(err)
-            log.error("cell %s stopped: %s", cell.id, err)
-            write_json(cell.directory(out) / "failed.json", {"cell": cell.id, "error": str(err)})
-    write_report(out)
-    if failures:
-        log.error("%d cell(s) failed: %s", len(failures), ", ".join(failures))
-    return out
+    outcome = RunOutcome(out)
+    with _log_to(out / "run.log"):
+        log.info("device %s, precision %s (%s)", device, precision, precision_reason)
+        write_json(out / "results.json", provenance(device) | {"benchmark": to_dict(bench_as_given), "precision": precision, "started": _now()})
+        autocast = make_autocast(device, bench.precision)
+        data = prepare_data(bench, regs, cache, device, autocast)
+        reference = reference_features(bench, regs, data, cache, device)
+        write_json(
+            out / "protocol.json", protocol(bench, data, reference, device) | {"precision_reason": precision_reason, "precision_requested": requested}
+        )
+        for i, cell in enumerate(cells, 1):
+            log.info("cell %d/%d: %s", i, len(cells), cell.id)
+            try:
+                status = run_cell(cell, bench, regs, data, configured, reference, out, cache, device, autocast)
+                log.info("cell %s: %s", cell.id, status["status"])
+                if status.get("failed_metrics"):
+                    outcome.failures[cell.id] = "metrics failed: " + ", ".join(status["failed_metrics"])
+            except TrainingDiverged as err:
+                outcome.failures[cell.id] = str(err)
+                log.error("cell %s stopped: %s", cell.id, err)
+                write_json(cell.directory(out) / "failed.json", {"cell": cell.id, "error": str(err)})
+        write_report(out)
+        results = read_json(out / "results.json")
+        write_json(out / "results.json", results | {"finished": _now(), "failures": outcome.failures})
+        (log.error if outcome.failures else log.info)(outcome.summary())
+    return outcome
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def protocol(bench: Benchmark, data: DataBundle, reference: FeatureSet | None, device: torch.device) -> dict[str, Any]:
     tok = bench.tokenizer
     return {
         "benchmark": bench.name,
-        "dataset": None if bench.dataset is None else {"name": bench.dataset.name, "resolution": bench.dataset.resolution, "params": bench.dataset.params},
+        "dataset": None
+        if bench.dataset is None
+        else {"name": bench.dataset.name, "resolution": bench.dataset.resolution, "params": bench.dataset.params},
         "latents": {"shape": list(data.latent_shape), "codebook_size": data.codebook_size, "train": len(data.train), "test": len(data.test)},
         "tokenizer": None if tok is None else {"name": tok.name, "preset": tok.preset, "checkpoint": tok.checkpoint, "quality": data.tokenizer_info},
         "budget": to_dict(bench.budget),
         "sampling": to_dict(bench.sampling),
         "seeds": bench.seeds,
         "metrics": {k: v for k, v in to_dict(bench.metrics).items() if k != "settings"} | {"settings": bench.metrics.settings},
-        "features": None if reference is None else {"description": reference.extractor.description, "real_weights": reference.extractor.real_weights, "num_real": len(reference.real), "reference": data.reference_kind},
+        "features": None
+        if reference is None
+        else {
+            "description": reference.extractor.description,
+            "real_weights": reference.extractor.real_weights,
+            "num_real": len(reference.real),
+            "reference": data.reference_kind,
+        },
         "image_metrics_off": data.image_metrics_off,
-        "device": f"{device.type}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"),
+        "device": f"{device.type}"
+        + (
+            f" ({torch.cuda.get_device_name(device)})"
+            if device.type == "cuda"
+            else f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        ),
         "precision": bench.precision,
         "torch": torch.__version__,
     }
 
 
-def _log_to(path: Path) -> None:
+@contextlib.contextmanager
+def _log_to(path: Path) -> Iterator[None]:
+    """Log into ``path`` for the duration of one benchmark (the handler is removed afterwards, so the benchmarks of
+    a multi-document file each keep their own log)."""
     root = logging.getLogger()
-    if not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.resolve() for h in root.handlers):
-        handler = logging.FileHandler(path)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    previous = root.level
     root.setLevel(min(root.level, logging.INFO) if root.level else logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        root.setLevel(previous)
 
 
 def preflight(bench: Benchmark, regs: Registries) -> None:
     """Check every path and plugin name before anything is written."""
     plan_cells(bench, regs)
-    metric_configs(bench.metrics, regs)
+    metric_configs(bench.metrics, regs, image_sampling(bench))
     checks = []
     if bench.tokenizer is not None:
-        regs.tokenizers.get(bench.tokenizer.name, "tokenizer.name")
+        tok_cls = regs.tokenizers.get(bench.tokenizer.name, "tokenizer.name")
+        if bench.tokenizer.checkpoint is None:
+            trainable(tok_cls, bench.tokenizer.name)
         checks += [("tokenizer.checkpoint", bench.tokenizer.checkpoint), ("tokenizer.config", bench.tokenizer.config)]
     if bench.latents is not None:
         checks += [("latents.train", bench.latents.train), ("latents.test", bench.latents.test)]

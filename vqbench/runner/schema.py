@@ -1,8 +1,10 @@
 """The benchmark YAML schema, validated key by key (unknown keys get a did-you-mean)."""
+
 from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -120,7 +122,7 @@ class Benchmark:
     sampling: SamplingSection = field(default_factory=SamplingSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the device runs it natively
     threads: int | None = None
     out: str | None = None  # default results/<name>
     cache: str | None = None  # default results/.cache
@@ -165,7 +167,7 @@ def load_yaml(path: str | Path) -> list[dict[str, Any]]:
     return documents
 
 
-def parse_benchmark(data: dict[str, Any], metric_names: list[str], overrides: list[tuple[str, Any]] = ()) -> Benchmark:
+def parse_benchmark(data: dict[str, Any], metric_names: list[str], overrides: Sequence[tuple[str, Any]] = ()) -> Benchmark:
     data = yaml.safe_load(yaml.safe_dump(data))  # deep copy of plain values
     for dotted, value in overrides:
         set_dotted(data, dotted, value)

@@ -1,10 +1,12 @@
 """The shared training loop every trainable prior runs under one budget; resumable from its checkpoint."""
+
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -1,0 +1,347 @@
+"""The contract every prior and every backbone honours, as pytest mixins (diffusers-style).
+
+``PriorContract`` and ``BackboneContract`` hold the tests; a test class mixes one in and provides a ``case`` fixture
+returning a ``PriorCase`` / ``BackboneCase`` (a tiny configuration). ``tests/test_conformance.py`` runs them over
+every registered prior and backbone; a registered prior without a tiny configuration in ``TINY_PRIORS`` fails there.
+
+A plugin author runs the suite on a plugin's prior from the plugin's own tests::
+
+    import pytest
+    import vqbench.plugins
+    from vqbench.testing import PriorCase, PriorContract
+    import my_plugin
+
+    class TestMyPrior(PriorContract):
+        @pytest.fixture
+        def case(self):
+            vqbench.plugins.register_plugin(my_plugin)  # not needed once installed (entry point ``vqbench``)
+            return PriorCase("my_prior", {"hidden": 16}, nfe=lambda opts: 1)
+
+and runs ``pytest -q tests/`` (see ``TestExamplePlugin`` in ``tests/test_conformance.py``). Contracts that need a
+capability the prior does not declare (``supports_inpainting``, ``supports_likelihood``, ``conditional``) are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import torch
+
+import vqbench
+from vqbench.config import parse
+from vqbench.interfaces import Backbone, Prior
+from vqbench.precision import make_autocast
+
+V, SHAPE, CLASSES = 8, (4, 4), 3  # tiny codebook, latent grid and number of classes
+
+HOURGLASS = {"name": "hourglass", "dim": 32, "depth": [1, 1, 1], "heads": 2, "dim_head": 16, "class_conditional": True}
+TRANSFORMER = {"name": "transformer", "dim": 32, "depth": 2, "heads": 2, "dim_head": 16, "class_conditional": True}
+
+
+@dataclass
+class PriorCase:
+    """A registered prior name, tiny params, and what the contract may expect of it."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    conditional: bool = False  # loss and samples must depend on class labels
+    nfe: Callable[[dict[str, Any]], float] | None = None  # expected last_nfe of ``sample(**nfe_opts)``
+    nfe_opts: dict[str, Any] = field(default_factory=dict)
+    commits: bool = False  # a token the sampler has placed is never changed again (absorbing / MaskGIT)
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        self.id = self.id or self.name
+
+
+@dataclass
+class BackboneCase:
+    spec: dict[str, Any]
+    causal: bool = False
+    id: str = ""
+
+
+TINY_PRIORS: dict[str, list[PriorCase]] = {
+    "independent": [PriorCase("independent", {"smoothing": 0.5}, nfe=lambda o: 0)],
+    "sundae": [
+        PriorCase(
+            "sundae",
+            {"backbone": HOURGLASS, "steps": 6, "min_steps": 2},
+            conditional=True,
+            nfe=lambda o: o["steps"],
+            nfe_opts={"steps": 5, "early_stop": False},
+        )
+    ],
+    "absorbing": [
+        PriorCase(
+            "absorbing",
+            {"backbone": TRANSFORMER, "total_steps": 8, "steps": 8},
+            conditional=True,
+            nfe=lambda o: o["steps"],
+            nfe_opts={"steps": 4},
+            commits=True,
+        ),
+        PriorCase(
+            "absorbing",
+            {"backbone": TRANSFORMER, "total_steps": 8, "sampler": "maskgit", "maskgit_steps": 6},
+            conditional=True,
+            nfe=lambda o: o["maskgit_steps"],
+            nfe_opts={"maskgit_steps": 4},
+            commits=True,
+            id="absorbing-maskgit",
+        ),
+    ],
+    "autoregressive": [PriorCase("autoregressive", {"backbone": TRANSFORMER}, conditional=True, nfe=lambda o: SHAPE[0] * SHAPE[1])],
+}
+
+TINY_BACKBONES: list[BackboneCase] = [
+    BackboneCase({**HOURGLASS, "resample": resample, "rotary": rotary, "shorten": 4}, id=f"hourglass-{resample}-rotary{rotary}")
+    for resample in ("1d", "2d")
+    for rotary in ("none", "1d", "2d")
+] + [
+    BackboneCase(dict(TRANSFORMER), id="transformer-bidirectional"),
+    BackboneCase({**TRANSFORMER, "rotary": "1d"}, causal=True, id="transformer-causal"),
+]
+
+
+def prior_cases() -> list[Any]:
+    """One pytest param per tiny case of every registered prior; a prior with no entry gets a failing param."""
+    params = []
+    for name in vqbench.registries().priors.names():
+        cases = TINY_PRIORS.get(name)
+        if cases is None:
+            params.append(pytest.param(PriorCase(name, id=f"{name}-MISSING"), id=f"{name}-MISSING"))
+        else:
+            params += [pytest.param(c, id=c.id) for c in cases]
+    return params
+
+
+def build_prior(case: PriorCase, num_classes: int = 0, seed: int = 0) -> Prior:
+    """A tiny prior built as the runner does (``cls(parse(Config, params), V, shape, num_classes)``), fitted or
+    randomly initialised."""
+    if case.id.endswith("-MISSING"):
+        pytest.fail(f"prior '{case.name}' is registered but has no tiny configuration in vqbench/testing.py TINY_PRIORS")
+    cls = vqbench.registries().priors.get(case.name)
+    torch.manual_seed(seed)
+    prior = cls(parse(cls.Config, case.params, "prior.params"), V, SHAPE, num_classes)
+    if not cls.trainable:
+        prior.fit(torch.randint(V, (64, *SHAPE), generator=torch.Generator().manual_seed(seed)))
+    return prior.eval()
+
+
+def build_backbone(case: BackboneCase, seed: int = 0, **overrides: Any) -> Backbone:
+    from vqbench.backbones import build_backbone as build
+
+    torch.manual_seed(seed)
+    return build({**case.spec, **overrides}, "backbone", "transformer", V + 1, V, SHAPE, CLASSES, causal=case.causal).eval()
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def random_codes(n: int, seed: int) -> torch.Tensor:
+    return torch.randint(V, (n, *SHAPE), generator=gen(seed))
+
+
+class PriorContract:
+    """Contract tests for one prior; the class provides a ``case`` fixture (a ``PriorCase``)."""
+
+    def test_loss_is_a_finite_differentiable_scalar(self, case):
+        prior = build_prior(case).train()
+        loss = prior.loss(random_codes(4, 1))
+        assert loss.shape == () and loss.dtype.is_floating_point and torch.isfinite(loss)
+        if type(prior).trainable:
+            loss.backward()
+            grads = [p.grad for p in prior.parameters() if p.requires_grad]
+            assert grads and any(g is not None and g.abs().sum() > 0 for g in grads)
+
+    def test_samples_are_integer_codes_of_the_grid_shape(self, case):
+        samples = build_prior(case).sample(3, SHAPE, gen(0))
+        assert samples.shape == (3, *SHAPE) and samples.dtype == torch.long
+        assert samples.min() >= 0 and samples.max() < V
+
+    def test_same_generator_same_codes_other_seed_other_codes(self, case):
+        prior = build_prior(case)
+        a, b, c = (prior.sample(4, SHAPE, gen(s)) for s in (5, 5, 6))
+        assert torch.equal(a, b)
+        assert not torch.equal(a, c)
+
+    def test_nfe_is_reported_and_matches_the_sampler_settings(self, case):
+        if case.nfe is None:
+            pytest.skip("no expected NFE for this case")
+        prior = build_prior(case)
+        prior.last_nfe = -1
+        prior.sample(2, SHAPE, gen(0), **case.nfe_opts)
+        assert prior.last_nfe == case.nfe({**case.params, **case.nfe_opts})
+
+    def test_inpainting_keeps_kept_tokens_and_regenerates_the_rest(self, case):
+        prior = build_prior(case)
+        if not prior.supports_inpainting:
+            pytest.skip("no inpainting")
+        codes = random_codes(4, 2)
+        keep = torch.rand(codes.shape, generator=gen(3)) < 0.5
+        out = prior.inpaint(codes, keep, gen(0))
+        assert out.shape == codes.shape and out.dtype == torch.long and out.min() >= 0 and out.max() < V
+        assert torch.equal(out[keep], codes[keep])
+        everything = prior.inpaint(codes, torch.zeros_like(keep), gen(0))
+        assert (everything != codes).float().mean() > 0.25  # a fully masked random grid is regenerated, not returned
+
+    def test_inpainting_ignores_the_ground_truth_of_masked_tokens(self, case):
+        """Masked tokens must not start from (or leak) their given codes: changing them changes nothing."""
+        prior = build_prior(case)
+        if not prior.supports_inpainting:
+            pytest.skip("no inpainting")
+        codes = random_codes(4, 2)
+        keep = torch.rand(codes.shape, generator=gen(3)) < 0.5
+        other = torch.where(keep, codes, (codes + 1 + torch.randint(V - 1, codes.shape, generator=gen(4))) % V)
+        first, seen_first = run_recording(prior, lambda: prior.inpaint(codes, keep, gen(0)))
+        second, seen_second = run_recording(prior, lambda: prior.inpaint(other, keep, gen(0)))
+        assert torch.equal(first, second)
+        assert len(seen_first) == len(seen_second)  # and the network saw the same inputs at every evaluation
+        assert all(torch.equal(a, b) for a, b in zip(seen_first, seen_second))
+
+    def test_inpainting_a_constant_prior_does_not_return_the_masked_input(self, case):
+        """Fit on constant grids of code a; a masked region holding code b must come back (mostly) as a."""
+        prior = build_prior(case)
+        if not prior.supports_inpainting or type(prior).trainable:
+            pytest.skip("closed-form priors only (trained priors: see test_inpainting_ignores_the_ground_truth_of_masked_tokens)")
+        prior.fit(torch.full((64, *SHAPE), 2))
+        keep = torch.zeros(4, *SHAPE, dtype=torch.bool)
+        keep[:, 0] = True
+        out = prior.inpaint(torch.full((4, *SHAPE), 5), keep, gen(0))
+        assert (out[~keep] == 2).float().mean() > 0.5 and torch.equal(out[keep], torch.full_like(out[keep], 5))
+
+    def test_placed_tokens_are_never_changed(self, case):
+        if not case.commits:
+            pytest.skip("this sampler may revise tokens")
+        prior = build_prior(case)
+        out, inputs = run_recording(prior, lambda: prior.sample(3, SHAPE, gen(0)))
+        out = out.flatten(1)
+        mask = getattr(prior, "mask_token", V)
+        for before, after in zip(inputs, inputs[1:] + [out]):
+            placed = before != mask
+            assert torch.equal(after[placed], before[placed])
+        assert len(inputs) > 1
+
+    def test_labels_change_the_loss_and_the_samples(self, case):
+        if not case.conditional:
+            pytest.skip("unconditional")
+        prior = build_prior(case, num_classes=CLASSES)
+        codes, la, lb = random_codes(4, 1), torch.tensor([0, 1, 2, 0]), torch.tensor([1, 2, 0, 1])
+        losses = []
+        for labels in (la, la, lb):
+            torch.manual_seed(0)
+            losses.append(prior.loss(codes, labels).item())
+        assert losses[0] == losses[1] != losses[2]
+        assert not torch.equal(prior.sample(4, SHAPE, gen(0), labels=la), prior.sample(4, SHAPE, gen(0), labels=lb))
+        if prior.supports_inpainting:
+            keep = torch.zeros(codes.shape, dtype=torch.bool)
+            assert not torch.equal(prior.inpaint(codes, keep, gen(0), labels=la), prior.inpaint(codes, keep, gen(0), labels=lb))
+
+    def test_nll_is_finite_and_nonnegative(self, case):
+        prior = build_prior(case)
+        if not prior.supports_likelihood:
+            pytest.skip("no likelihood")
+        nll = prior.nll(random_codes(5, 1), gen(0))
+        assert nll.shape == (5,) and torch.isfinite(nll).all() and (nll >= 0).all()
+
+    def test_samples_under_bf16_autocast(self, case):
+        prior = build_prior(case)
+        with make_autocast(torch.device("cpu"), "bf16")():
+            samples = prior.sample(2, SHAPE, gen(0))
+        assert samples.shape == (2, *SHAPE) and samples.dtype == torch.long and samples.max() < V
+
+
+def run_recording(prior: Prior, call: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``call()``'s result and every ``codes`` tensor the prior's network (``prior.net``, if any) was called with."""
+    seen: list[torch.Tensor] = []
+    net = getattr(prior, "net", None)
+    if not isinstance(net, torch.nn.Module):
+        return call(), seen
+    handle = net.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    try:
+        return call(), seen
+    finally:
+        handle.remove()
+
+
+class BackboneContract:
+    """Contract tests for one backbone configuration; the class provides a ``case`` fixture (a ``BackboneCase``)."""
+
+    def test_logits_shape_dtype_and_label_dependence(self, case):
+        net = build_backbone(case)
+        codes = torch.randint(V + 1, (2, SHAPE[0] * SHAPE[1]), generator=gen(0))
+        logits = net(codes)
+        assert logits.shape == (2, SHAPE[0] * SHAPE[1], V) and logits.dtype == torch.float32
+        assert torch.isfinite(logits).all()
+        assert not torch.allclose(net(codes, torch.tensor([0, 1])), net(codes, torch.tensor([2, 2])))
+
+    def test_forward_runs_in_bf16_under_the_autocast_helper(self, case):
+        net = build_backbone(case)
+        codes = torch.randint(V, (2, SHAPE[0] * SHAPE[1]), generator=gen(0))
+        with make_autocast(torch.device("cpu"), "bf16")():
+            logits = net(codes)
+        assert logits.dtype == torch.bfloat16
+        with make_autocast(torch.device("cpu"), "fp32")():
+            assert net(codes).dtype == torch.float32
+
+    def test_causal_backbones_never_see_the_future(self, case):
+        if not case.causal:
+            pytest.skip("bidirectional")
+        net, n = build_backbone(case), SHAPE[0] * SHAPE[1]
+        codes = torch.randint(V, (2, n), generator=gen(0))
+        for j in (0, 5, n - 2):
+            changed = codes.clone()
+            changed[:, j + 1 :] = (changed[:, j + 1 :] + 1) % V
+            a, b = net(codes), net(changed)
+            torch.testing.assert_close(a[:, : j + 1], b[:, : j + 1], rtol=0, atol=1e-5)
+            assert not torch.allclose(a[:, j + 1 :], b[:, j + 1 :])
+
+    def test_bidirectional_backbones_see_every_token(self, case):
+        if case.causal:
+            pytest.skip("causal")
+        net, n = build_backbone(case), SHAPE[0] * SHAPE[1]
+        codes = torch.randint(V, (2, n), generator=gen(0))
+        changed = codes.clone()
+        changed[:, -1] = (changed[:, -1] + 1) % V
+        assert not torch.allclose(net(codes)[:, 0], net(changed)[:, 0])
+
+    def test_cached_decoding_equals_the_full_forward(self, case):
+        if not case.causal:
+            pytest.skip("bidirectional")
+        from vqbench.nn import KVCache
+
+        net, n = build_backbone(case), SHAPE[0] * SHAPE[1]
+        codes = torch.randint(V, (2, n), generator=gen(0))
+        cache = KVCache()
+        stepped = torch.cat([net(codes[:, i : i + 1], cache=cache, offset=i) for i in range(n)], dim=1)
+        torch.testing.assert_close(stepped, net(codes), rtol=1e-4, atol=1e-5)
+
+
+def exact_independent_nll(train: torch.Tensor, codes: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Bits per token of ``codes`` under per-position smoothed frequencies of ``train``, by plain counting."""
+    flat_train, flat = train.flatten(1), codes.flatten(1)
+    n = flat.shape[1]
+    bits = torch.zeros(len(flat), dtype=torch.float64)
+    for pos in range(n):  # positions of a tiny grid; the prior itself is vectorised
+        counts = torch.bincount(flat_train[:, pos], minlength=V).double() + smoothing
+        bits -= torch.log2(counts[flat[:, pos]] / counts.sum())
+    return bits / n
+
+
+__all__ = [
+    "PriorCase",
+    "BackboneCase",
+    "PriorContract",
+    "BackboneContract",
+    "TINY_PRIORS",
+    "TINY_BACKBONES",
+    "prior_cases",
+    "build_prior",
+    "build_backbone",
+    "exact_independent_nll",
+]
