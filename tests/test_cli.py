@@ -36,6 +36,7 @@ def test_smoke_benchmark_end_to_end(smoke_config, tmp_path, capsys):
     for row in ("| independent ", "| sharp [temperature=0.5]", "| sharp [temperature=0.8]"):
         assert row in report
     assert "random weights" in report and "nearest_k = 3" in report and "## Inpainting" in report
+    assert "kid: seed 0, subset_size 12, subsets 5" in report  # resolved settings, defaults included
     assert "## Settings" in report and "smoothing=0.5, temperature=0.8" in report  # every knob is shown
     table = pd.read_csv(out / "report.csv", index_col="prior")
     assert len(table) == 3 and {
@@ -113,6 +114,9 @@ def test_smoke_benchmark_end_to_end(smoke_config, tmp_path, capsys):
             {"priors": [{"name": "sundae", "sweep": {"backbone.dim": [32]}, "sampling": {"temprature": 1}}]},
             "priors[0].sampling.temprature: unknown key",
         ),
+        ({"sampling": {"num_samples": 3}}, "exceeds sampling.num_samples = 3"),
+        ({"metrics": {"inpainting": {"cell_threshold": 1.0}}}, "metrics.inpainting.cell_threshold: must lie in [0, 1)"),
+        ({"metrics": {"num_real": 58}}, "metrics.num_real: 58 reference images + 6 inpainting images"),  # 60 held out
     ],
 )
 def test_bad_input_exits_2_naming_the_key_and_writes_nothing(smoke_config, tmp_path, capsys, change, message):

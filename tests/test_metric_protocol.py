@@ -26,10 +26,28 @@ from vqbench.runner.schema import MetricsSection, SamplingSection
 FACTOR, VOCAB = 4, 16
 
 
-def configured(settings: dict, **metrics) -> tuple[MetricsSection, dict]:
+def configured(settings: dict, num_samples: int = 24, **metrics) -> tuple[MetricsSection, dict]:
     defaults = {"enabled": list(settings), "feature_extractor": "random-cnn", "num_real": 30, "settings": settings}
     section = MetricsSection(**(defaults | metrics))
-    return section, metric_configs(section, vqbench.registries(), SamplingSection(num_samples=24))
+    return section, metric_configs(section, vqbench.registries(), SamplingSection(num_samples=num_samples))
+
+
+def test_sample_counts_that_leave_a_metric_no_value_are_refused_before_any_work():
+    with pytest.raises(ConfigError, match=r"metrics\.prdc\.nearest_k: 5 needs more than 5 images, but sampling\.num_samples = 3"):
+        configured({"prdc": {}}, num_samples=3)
+    with pytest.raises(ConfigError, match=r"metrics\.prdc\.nearest_k: 5 needs more than 5 images, but metrics\.num_real = 5"):
+        configured({"prdc": {}}, num_real=5)
+    configured({"prdc": {}}, num_samples=6, num_real=6)  # k + 1 images suffice
+    with pytest.raises(ConfigError, match=r"sampling\.num_samples: FID needs at least 2 images"):
+        configured({"fid": {}}, num_samples=1)
+    configured({"fid": {}}, num_samples=2)
+
+
+@pytest.mark.parametrize("threshold", [-0.1, 1.0, 1.5])
+def test_cell_threshold_outside_the_unit_interval_is_refused(threshold):
+    with pytest.raises(ConfigError, match=r"metrics\.inpainting\.cell_threshold: must lie in \[0, 1\)"):
+        configured({"inpainting": {"cell_threshold": threshold}})
+    configured({"inpainting": {"cell_threshold": 0.5}})
 
 
 def test_kid_subset_larger_than_a_set_is_refused_naming_the_key_and_both_numbers():

@@ -40,7 +40,13 @@ def test_auto_is_bf16_on_a_cpu_with_native_bf16(cpu_bf16):
 def test_amx_alone_counts_as_native(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     assert precision.cpu_has_native_bf16()
+
+
+def test_kernels_limited_to_avx2_emulate_bf16_even_on_a_bf16_chip(cpu_bf16):
+    cpu_bf16(True, "AVX2")  # e.g. ATEN_CPU_CAPABILITY=avx2 on an AVX512_BF16 CPU
+    assert resolve_precision("auto", CPU) == ("fp32", "auto: CPU (AVX2) lacks AVX512_BF16/AMX")
 
 
 def test_explicit_choices_are_kept_and_emulated_bf16_warns_in_one_line(cpu_bf16, caplog):

@@ -8,13 +8,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .metrics.features import FeatureSet
+    from .runner.data import DataBundle
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +123,7 @@ class Prior(nn.Module, ABC):
     sampler_config: ClassVar[type | None] = None  # the dataclass of Config's sampler-only fields (no effect on training)
     net: nn.Module  # the backbone, when the prior has one (``describe`` reports its resolved config)
     nll_note: str | None = None  # how the last ``nll`` was computed (e.g. "ELBO, exact sum over 16 time steps"); reported
+    training_note: str | None = None  # how the training budget is spent, where not obvious (e.g. split across scales); reported
     supports_inpainting: ClassVar[bool] = False
     supports_likelihood: ClassVar[bool] = False
     trainable: ClassVar[bool] = True  # False: fitted in closed form by ``fit``
@@ -286,8 +291,53 @@ class Column:
     digits: int = 3
 
 
+class EvaluationContext(Protocol):
+    """What a metric's ``compute`` may use of one cell (the runner's ``EvalContext`` implements it)."""
+
+    prior: Prior
+    tokenizer: Tokenizer | None  # None for latent-only benchmarks: then only metrics without ``needs_images`` run
+    data: DataBundle  # the benchmark's train/test latent splits and their metadata
+    samples: torch.Tensor  # the cell's generated code grids, int64 N×h×w on the CPU
+    sample_labels: torch.Tensor | None  # class labels the samples were drawn with (conditional priors)
+    timing: dict[str, float]  # sampling facts gathered while the samples were drawn (e.g. ``nfe``)
+    features: FeatureSet | None  # real-image features and the samples' (computed on first use); None without images
+    seed: int  # the cell seed
+    device: torch.device
+    precision: str  # "fp32" or "bf16": what ``autocast`` applies
+    autocast: Callable[[], Any]  # a fresh autocast context for the run's precision
+    options: dict[str, Any]  # the cell's sampler settings, as passed to ``prior.sample``/``inpaint``
+    batch_size: int
+    notes: dict[str, str]  # report notes by topic (shown under the tables)
+    artifacts: dict[str, Any]  # images a metric leaves for the cell's figures
+
+    @property
+    def test_codes(self) -> torch.Tensor:
+        """Held-out code grids."""
+        ...
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """uint8 images B×3×H×W of code grids, decoded in batches on the run's device."""
+        ...
+
+    def inpainting_inputs(self, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(uint8 images, codes, class labels or None) of ``count`` held-out items disjoint from the reference set."""
+        ...
+
+    def inpaint(self, codes: torch.Tensor, keep_mask: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The prior's inpainting of ``codes`` where ``keep_mask`` is False, with the cell's settings and seed."""
+        ...
+
+    def held_out_nll(self) -> float:
+        """Mean NLL of the held-out grids in bits per token (computed once per cell)."""
+        ...
+
+    def held_out_nll_se(self) -> float:
+        """Standard error of ``held_out_nll`` over the held-out grids."""
+        ...
+
+
 class Metric(ABC):
-    """Computes report columns for one cell from an ``EvalContext`` (see ``vqbench.runner.evaluate``)."""
+    """Computes report columns for one cell from an ``EvaluationContext``."""
 
     Config: ClassVar[type] = NoConfig
     needs_images: ClassVar[bool] = False  # needs a tokenizer that can decode
@@ -297,7 +347,13 @@ class Metric(ABC):
     def columns(self, config: Any) -> dict[str, Column]: ...
 
     @abstractmethod
-    def compute(self, ctx: Any, config: Any) -> dict[str, float]: ...
+    def compute(self, ctx: EvaluationContext, config: Any) -> dict[str, float]: ...
+
+    def check_counts(self, config: Any, key: str, samples: int, references: int) -> None:
+        """Raise ``ConfigError`` (naming a key under ``key``) when ``samples`` generated and ``references`` real
+        images cannot give this metric a value; called before any work for benchmarks that decode images.
+        The default accepts any counts."""
+        return None
 
 
 class FeatureExtractor(nn.Module, ABC):

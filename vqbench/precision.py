@@ -15,8 +15,16 @@ PRECISIONS = ("auto", "fp32", "bf16")
 Precision = Literal["fp32", "bf16"]
 
 
+# ATen kernel levels that never use AVX512_BF16/AMX instructions, whatever the chip has
+# (e.g. a run limited with ATEN_CPU_CAPABILITY=avx2)
+EMULATING_CPU_CAPABILITIES = ("DEFAULT", "AVX2")
+
+
 def cpu_has_native_bf16() -> bool:
-    """True when this CPU computes bf16 in hardware (AVX512_BF16 or AMX); elsewhere torch emulates it slowly."""
+    """True when this CPU computes bf16 in hardware (AVX512_BF16 or AMX) and torch's kernels use it; elsewhere torch
+    emulates bf16 slowly."""
+    if torch.backends.cpu.get_cpu_capability() in EMULATING_CPU_CAPABILITIES:
+        return False
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 

@@ -75,6 +75,10 @@ def header_lines(protocol: dict[str, Any], nearest_k: int | None) -> list[str]:
         lines.append(f"- **Image metrics off**: {protocol['image_metrics_off']}")
     if nearest_k is not None:
         lines.append(f"- **PRDC**: nearest_k = {nearest_k}")
+    resolved = {name: settings for name, settings in (protocol.get("metric_settings") or {}).items() if settings}
+    if resolved:
+        shown = "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in settings.items()) for name, settings in resolved.items())
+        lines.append(f"- **Metric settings**: {shown}")
     lines.append(
         f"- **Device**: {protocol['device']}, precision {protocol['precision']}"
         + (f" ({protocol['precision_reason']})" if protocol.get("precision_reason") else "")

@@ -39,6 +39,7 @@ V, SHAPE, CLASSES = 8, (4, 4), 3  # tiny codebook, latent grid and number of cla
 
 HOURGLASS = {"name": "hourglass", "dim": 32, "depth": [1, 1, 1], "heads": 2, "dim_head": 16, "class_conditional": True}
 TRANSFORMER = {"name": "transformer", "dim": 32, "depth": 2, "heads": 2, "dim_head": 16, "class_conditional": True}
+IMAGEBART_SCALE_NET = {"dim": 32, "encoder_depth": 1, "decoder_depth": 1, "heads": 2, "dim_head": 16}
 
 
 @dataclass
@@ -95,6 +96,20 @@ TINY_PRIORS: dict[str, list[PriorCase]] = {
         ),
     ],
     "autoregressive": [PriorCase("autoregressive", {"backbone": TRANSFORMER}, conditional=True, nfe=lambda o: SHAPE[0] * SHAPE[1])],
+    "imagebart": [
+        PriorCase(
+            "imagebart",
+            {"scales": 2, "scale_net": IMAGEBART_SCALE_NET, "top_backbone": TRANSFORMER, "class_conditional": True, "residual_logits": False},
+            conditional=True,
+            nfe=lambda o: o["scales"] * SHAPE[0] * SHAPE[1] + o["scales"] - 1,  # decoder steps + encoder passes
+        ),
+        PriorCase(
+            "imagebart",
+            {"alphacum": [1.0, 0.7, 0.3, 0.0], "scale_net": IMAGEBART_SCALE_NET, "top_backbone": TRANSFORMER, "residual_logits": True},
+            nfe=lambda o: 3 * SHAPE[0] * SHAPE[1] + 2,
+            id="imagebart-residual-3-scales",
+        ),
+    ],
 }
 
 TINY_BACKBONES: list[BackboneCase] = [

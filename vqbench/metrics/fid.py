@@ -68,6 +68,10 @@ class FIDMetric(Metric):
     def compute(self, ctx, config) -> dict[str, float]:
         return {"fid": fid_from_features(ctx.features.real, ctx.features.fake())}
 
+    def check_counts(self, config, key: str, samples: int, references: int) -> None:
+        if min(samples, references) < 2:
+            raise ConfigError("sampling.num_samples" if samples < 2 else "metrics.num_real", "FID needs at least 2 images per set (a covariance)")
+
 
 class KIDMetric(Metric):
     """Kernel distance (unbiased polynomial MMD² over random subsets), torch-fidelity's estimator."""
@@ -91,3 +95,11 @@ class KIDMetric(Metric):
     def compute(self, ctx, config) -> dict[str, float]:
         mean, std = kid_from_features(ctx.features.real, ctx.features.fake(), config.subsets, config.subset_size, config.seed)
         return {"kid": mean, "kid_subset_std": std}
+
+    def check_counts(self, config, key: str, samples: int, references: int) -> None:
+        for name, count in {"metrics.num_real": references, "sampling.num_samples": samples}.items():
+            if config.subset_size > count:
+                raise ConfigError(
+                    f"{key}.subset_size",
+                    f"{config.subset_size} exceeds {name} = {count}; lower the subset size (KID subsets are drawn without replacement)",
+                )

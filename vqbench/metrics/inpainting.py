@@ -10,7 +10,6 @@ from typing import Literal
 
 import torch
 
-from ..config import positive
 from ..errors import ConfigError
 from ..interfaces import Column, Metric, uint8_to_float
 from .fid import fid_from_features, kid_all_pairs
@@ -59,7 +58,11 @@ class InpaintingConfig:
     def validate(self, key: str) -> None:
         if self.num_images < 2:
             raise ConfigError(f"{key}.num_images", f"needs at least 2 images for KID, got {self.num_images}")
-        positive(key, "cell_threshold", self.cell_threshold, allow_zero=True)
+        if not 0.0 <= self.cell_threshold < 1.0:
+            raise ConfigError(
+                f"{key}.cell_threshold",
+                f"must lie in [0, 1) (a token is regenerated when more than this fraction of its cell is masked), got {self.cell_threshold!r}",
+            )
         if not self.masks:
             raise ConfigError(f"{key}.masks", "list at least one mask kind")
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..config import positive
+from ..errors import ConfigError
 from ..interfaces import Column, Metric
 
 
@@ -71,7 +73,10 @@ class PRDCMetric(Metric):
 
     @dataclass
     class Config:
-        nearest_k: int = 5
+        nearest_k: int = 5  # fewer than num_real and sampling.num_samples (checked before any work)
+
+        def validate(self, key: str) -> None:
+            positive(key, "nearest_k", self.nearest_k)
 
     needs_images = True
 
@@ -80,3 +85,11 @@ class PRDCMetric(Metric):
 
     def compute(self, ctx, config) -> dict[str, float]:
         return prdc(ctx.features.real, ctx.features.fake(), nearest_k=config.nearest_k, device=ctx.device)
+
+    def check_counts(self, config, key: str, samples: int, references: int) -> None:
+        for name, count in {"metrics.num_real": references, "sampling.num_samples": samples}.items():
+            if config.nearest_k >= count:
+                raise ConfigError(
+                    f"{key}.nearest_k",
+                    f"{config.nearest_k} needs more than {config.nearest_k} images, but {name} = {count}; lower nearest_k or raise {name}",
+                )

@@ -1,7 +1,7 @@
 """Shared transformer building blocks so priors and backbones compose instead of copying."""
 
 from .attention import CrossAttention, KVCache, SelfAttention
-from .blocks import CrossBlock, TransformerBlock
+from .blocks import CrossBlock, DecoderBlock, TransformerBlock
 from .init import init_weights
 from .mlp import FeedForward
 from .rotary import apply_rotary, rotary_angles_1d, rotary_angles_2d, rotary_angles_axial
@@ -9,6 +9,7 @@ from .rotary import apply_rotary, rotary_angles_1d, rotary_angles_2d, rotary_ang
 __all__ = [
     "CrossAttention",
     "CrossBlock",
+    "DecoderBlock",
     "FeedForward",
     "KVCache",
     "SelfAttention",

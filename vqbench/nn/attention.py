@@ -92,7 +92,14 @@ class CrossAttention(nn.Module):
         self.to_out = nn.Linear(heads * dim_head, dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
+        return self.attend(x, self.context_kv(context))
+
+    def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B×H×M×D each) of ``context``: compute once, attend to them from many decoding steps."""
         k, v = rearrange(self.to_kv(context), "b m (two h d) -> two b h m d", two=2, h=self.heads)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return k, v
+
+    def attend(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
+        out = F.scaled_dot_product_attention(q, *kv, dropout_p=self.dropout if self.training else 0.0)
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))

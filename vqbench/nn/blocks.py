@@ -1,4 +1,4 @@
-"""Pre-norm transformer block."""
+"""Pre-norm transformer blocks: self-attention, cross-attention, and encoder–decoder (decoder) blocks."""
 
 from __future__ import annotations
 
@@ -38,4 +38,27 @@ class CrossBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         x = x + self.drop(self.attn(self.norm_q(x), self.norm_context(context)))
+        return x + self.drop(self.mlp(self.norm_mlp(x)))
+
+
+class DecoderBlock(nn.Module):
+    """Encoder–decoder layer: x + causal_self_attn(norm(x)) (key/value cache); x + cross_attn(norm(x), memory);
+    x + mlp(norm(x)). ``memory`` is the encoder output's keys/values from ``memory_kv``, computed once per sequence."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, mlp_ratio: float = 4.0, dropout: float = 0.0):
+        super().__init__()
+        self.norm_self = nn.LayerNorm(dim)
+        self.self_attn = SelfAttention(dim, heads, dim_head, dropout=dropout, causal=True)
+        self.norm_cross = nn.LayerNorm(dim)
+        self.cross_attn = CrossAttention(dim, heads, dim_head, dropout=dropout)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = FeedForward(dim, mlp_ratio, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def memory_kv(self, encoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cross_attn.context_kv(encoded)
+
+    def forward(self, x: torch.Tensor, memory: tuple[torch.Tensor, torch.Tensor], cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.drop(self.self_attn(self.norm_self(x), None, cache, layer))
+        x = x + self.drop(self.cross_attn.attend(self.norm_cross(x), memory))
         return x + self.drop(self.mlp(self.norm_mlp(x)))

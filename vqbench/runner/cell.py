@@ -174,7 +174,7 @@ def _run(cell, bench, regs, data, metrics, reference, folder, cache, device, aut
     info |= {
         "parameters": count_parameters(prior),
         "supports": prior.supports,
-        "notes": ctx.notes,
+        "notes": ({"training": prior.training_note} if prior.training_note else {}) | ctx.notes,
         "timing": ctx.timing,
         "failed_metrics": ctx.failed,
     }

@@ -156,13 +156,9 @@ def metric_configs(metrics: MetricsSection, regs: Registries, sampling: Sampling
         out[name] = (cls(), parse(cls.Config, metrics.settings.get(name, {}), f"metrics.{name}"))
     for name in metrics.settings:
         regs.metrics.get(name, f"metrics.{name}")
-    if "kid" in out and sampling is not None:
-        size = out["kid"][1].subset_size
-        for key, count in {"metrics.num_real": metrics.num_real, "sampling.num_samples": sampling.num_samples}.items():
-            if size > count:
-                raise ConfigError(
-                    "metrics.kid.subset_size", f"{size} exceeds {key} = {count}; lower the subset size (KID subsets are drawn without replacement)"
-                )
+    if sampling is not None:
+        for name, (metric, config) in out.items():
+            metric.check_counts(config, f"metrics.{name}", sampling.num_samples, metrics.num_real)
     if "inpainting" in out and out["inpainting"][1].fid:
         dims = getattr(regs.feature_extractors.get(metrics.feature_extractor, "metrics.feature_extractor"), "dims", 0)
         images = out["inpainting"][1].num_images

@@ -22,7 +22,7 @@ from ..plugins import Registries
 from ..precision import make_autocast, resolve_precision
 from ..provenance import code_digest, provenance
 from .cell import Cell, count_parameters, run_cell
-from .data import DataBundle, decode_to_uint8, prepare_data, trainable
+from .data import DataBundle, decode_to_uint8, prepare_data, split_indices, trainable
 from .evaluate import image_sampling, metric_configs, reference_split
 from .schema import Benchmark, cell_id, expand_variants
 
@@ -185,7 +185,13 @@ def run_benchmark(bench: Benchmark, regs: Registries, out: Path | None = None, d
         data = prepare_data(bench, regs, cache, device, autocast)
         reference = reference_features(bench, regs, data, cache, device)
         write_json(
-            out / "protocol.json", protocol(bench, data, reference, device) | {"precision_reason": precision_reason, "precision_requested": requested}
+            out / "protocol.json",
+            protocol(bench, data, reference, device)
+            | {
+                "precision_reason": precision_reason,
+                "precision_requested": requested,
+                "metric_settings": {name: to_dict(config) for name, (_, config) in configured.items()},
+            },
         )
         for i, cell in enumerate(cells, 1):
             log.info("cell %d/%d: %s", i, len(cells), cell.id)
@@ -263,7 +269,7 @@ def _log_to(path: Path) -> Iterator[None]:
 def preflight(bench: Benchmark, regs: Registries) -> None:
     """Check every path and plugin name before anything is written."""
     plan_cells(bench, regs)
-    metric_configs(bench.metrics, regs, image_sampling(bench))
+    configured = metric_configs(bench.metrics, regs, image_sampling(bench))
     checks = []
     if bench.tokenizer is not None:
         tok_cls = regs.tokenizers.get(bench.tokenizer.name, "tokenizer.name")
@@ -286,4 +292,8 @@ def preflight(bench: Benchmark, regs: Registries) -> None:
             return
         if bench.tokenizer is None:
             raise ConfigError("tokenizer", f"image dataset '{bench.dataset.name}' needs a tokenizer: give `preset` (train one) or `checkpoint`")
-        source_cls(parse(source_cls.Config, bench.dataset.params, "dataset.params"), bench.dataset.resolution).check("dataset.params")
+        source = source_cls(parse(source_cls.Config, bench.dataset.params, "dataset.params"), bench.dataset.resolution)
+        source.check("dataset.params")
+        if any(metric.needs_images for metric, _ in configured.values()):  # reference and inpainting images fit the split
+            _, test_idx = split_indices(len(source), bench.dataset.test_fraction, bench.dataset.split_seed)
+            reference_split(bench.metrics, configured, len(test_idx))

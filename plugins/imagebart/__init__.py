@@ -1,0 +1,1 @@
+"""ImageBART: multinomial-diffusion hierarchy of encoder–decoder autoregressive transformers."""
