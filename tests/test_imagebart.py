@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from vqbench_plugins.imagebart.chain import MultinomialChain, equalised_alphacum, geometric_alphacum
 from vqbench_plugins.imagebart.network import EncoderDecoder, EncoderDecoderConfig
+from vqbench_plugins.imagebart.schedule import distance_curve
+from vqbench_plugins.imagebart.schedule import main as schedule_main
 from vqbench_plugins.synthetic_latents import SyntheticLatents, SyntheticLatentsConfig
 
 import vqbench
@@ -203,3 +205,48 @@ def test_trained_on_a_known_source_the_elbo_reaches_its_entropy(kind):
     gap, se = float(bits.mean()) - entropy, float(bits.std() / math.sqrt(len(bits)))
     assert gap / entropy < 0.05, (float(bits.mean()), entropy)
     assert gap > -4 * se  # a bound: never below the entropy by more than noise
+
+
+def test_a_distance_linear_in_the_noise_level_equalises_to_the_geometric_schedule():
+    """Known truth: with the token-mismatch rate as the distance, d(ᾱ) = (1 − ᾱ)(1 − 1/K), so evenly spaced distances
+    are the geometric schedule."""
+    codes = torch.randint(16, (4000, 8), generator=torch.Generator().manual_seed(0))
+    grid = [1.0 - i / 10 for i in range(11)]
+    curve = distance_curve(codes, 16, lambda c: c, lambda a, b: (a != b).float().mean(1), grid, torch.Generator().manual_seed(1))
+    assert curve == pytest.approx([(1 - a) * 15 / 16 for a in grid], abs=0.01)
+    assert equalised_alphacum(curve, grid, 4) == pytest.approx(geometric_alphacum(4), abs=0.02)
+
+
+def test_schedule_tool_measures_a_benchmark_and_prints_a_schedule(smoke_config, tmp_path, capsys):
+    import yaml
+
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(smoke_config))
+    assert schedule_main([str(path), "--scales", "3", "--images", "16", "--grid", "6"]) == 0
+    out = capsys.readouterr().out
+    line = [row for row in out.splitlines() if row.startswith("alphacum: ")][0]
+    values = [float(v) for v in line.removeprefix("alphacum: [").removesuffix("]").split(", ")]
+    assert len(values) == 4 and values[0] == 1.0 and values[-1] == 0.0 and values == sorted(values, reverse=True)
+    assert "RANDOM" in out  # offline LPIPS is labelled
+    assert schedule_main([str(path), "--scales", "0"]) == 2
+
+
+def test_remapping_restricts_the_chain_to_the_codes_used_in_training():
+    train = torch.randint(4, (64, 4, 4), generator=torch.Generator().manual_seed(0)) * 3  # codes 0, 3, 6, 9 of 16
+    prior = imagebart(vocab=16, remap_codes=True)
+    prior.prepare(train)
+    assert prior.chain.num_codes == 5 and prior.remapped == (4, 5)  # 4 used codes + 1 symbol for unseen ones
+    assert "remapped to the 4 codes used in training" in prior.training_note
+    samples = prior.sample(8, (4, 4), torch.Generator().manual_seed(1))
+    assert set(samples.unique().tolist()) <= {0, 1, 3, 6, 9}  # used codes, or the first unseen code (1)
+    codes = train[:4].clone()
+    codes[0, 0, 0] = 5  # a code never seen in training
+    keep = torch.rand(codes.shape, generator=torch.Generator().manual_seed(2)) < 0.5
+    keep[0, 0, 0] = True
+    out = prior.inpaint(codes, keep, torch.Generator().manual_seed(3))
+    assert torch.equal(out[keep], codes[keep])
+    assert torch.isfinite(prior.nll(codes, torch.Generator().manual_seed(4))).all()
+    again = imagebart(vocab=16, remap_codes=True, seed=5)  # as the runner does: build, prepare, load
+    again.prepare(train)
+    again.load_state_dict(prior.state_dict())
+    assert torch.equal(again.sample(8, (4, 4), torch.Generator().manual_seed(1)), samples)

@@ -186,6 +186,11 @@ class Prior(nn.Module, ABC):
         """Closed-form fit on all training codes (only for ``trainable = False`` priors)."""
         raise NotImplementedError
 
+    def prepare(self, train_codes: torch.Tensor) -> None:
+        """Called once with every training grid right after construction, before training or loading weights: for
+        settings derived from the data (e.g. a code remapping). The default does nothing."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """Every resolved parameter (defaults filled in, the backbone's too), as stored in config.json and reported."""
         from .config import to_dict

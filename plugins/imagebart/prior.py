@@ -81,6 +81,7 @@ class ImageBARTConfig(ImageBARTSampler):
     class_conditional: bool = False
     budget_split: Literal["batch", "every"] = "batch"  # batch: each step's batch is split evenly across the scales
     nll_draws: int = 4  # chain draws per grid for the ELBO
+    remap_codes: bool = False  # restrict the chain and networks to the codes used in training (see ``prepare``)
 
     def resolved(self) -> dict[str, Any]:
         """The preset's values under the ones set here."""
@@ -130,21 +131,52 @@ class ImageBARTPrior(Prior):
         super().__init__(config, codebook_size, latent_shape, num_classes)
         r = config.resolved()
         self.alphacum = config.schedule()
-        self.chain = MultinomialChain(self.alphacum, codebook_size)
-        n, length = self.chain.scales, self.latent_shape[0] * self.latent_shape[1]
-        classes = num_classes if config.class_conditional else 0
-        net_config = parse(EncoderDecoderConfig, r["scale_net"], "params.scale_net")
-        self.scale_nets = nn.ModuleList(EncoderDecoder(net_config, codebook_size, length, config.residual_logits, classes) for _ in range(n - 1))
-        top = {**r["top_backbone"], **({"class_conditional": True} if classes else {})}
-        self.net = build_backbone(top, "params.top_backbone", "transformer", codebook_size + 1, codebook_size, latent_shape, classes, causal=True)
-        self.start_token = codebook_size
+        n = len(self.alphacum) - 1
         self.kl_weight = per_scale(r["kl_weight"], n, "params.kl_weight") if r["kl_weight"] is not None else [0.0] + [1.0] * (n - 1)
         self.resolved_settings = r
-        self.training_note = (
-            f"{n} scales; each step's batch is split evenly across them (every scale sees 1/{n} of the batch)"
+        self.remapped: tuple[int, int] | None = None  # (codes used in training, symbols) once ``prepare`` remapped
+        self._build(codebook_size)
+
+    def _build(self, symbols: int) -> None:
+        """The chain and networks over ``symbols`` token values (the codebook, or the used codes after remapping)."""
+        r, config = self.resolved_settings, self.config
+        self.chain = MultinomialChain(self.alphacum, symbols)
+        n, length = self.chain.scales, self.latent_shape[0] * self.latent_shape[1]
+        classes = self.num_classes if config.class_conditional else 0
+        net_config = parse(EncoderDecoderConfig, r["scale_net"], "params.scale_net")
+        self.scale_nets = nn.ModuleList(EncoderDecoder(net_config, symbols, length, config.residual_logits, classes) for _ in range(n - 1))
+        top = {**r["top_backbone"], **({"class_conditional": True} if classes else {})}
+        self.net = build_backbone(top, "params.top_backbone", "transformer", symbols + 1, symbols, self.latent_shape, classes, causal=True)
+        self.start_token = symbols
+        split = (
+            f"each step's batch is split evenly across them (every scale sees 1/{n} of the batch)"
             if config.budget_split == "batch"
-            else f"{n} scales; every scale trains on each step's whole batch ({n}× the compute of one network)"
+            else f"every scale trains on each step's whole batch ({n}× the compute of one network)"
         )
+        remap = f"; codebook remapped to the {self.remapped[0]} codes used in training" if self.remapped else ""
+        self.training_note = f"{n} scales; {split}{remap}"
+
+    def prepare(self, train_codes: torch.Tensor) -> None:
+        """With ``remap_codes``: restrict the chain and the networks to the codes the training grids use (their FFHQ
+        models used 548 of 1024). Codes never seen in training share one extra symbol (decoded as the first of them)."""
+        if not self.config.remap_codes:
+            return
+        used = torch.unique(train_codes.flatten().cpu())
+        seen = set(used.tolist())
+        unseen = [c for c in range(self.codebook_size) if c not in seen]
+        code_of_symbol = torch.cat([used, torch.tensor(unseen[:1], dtype=used.dtype)])
+        symbol_of_code = torch.full((self.codebook_size,), len(used), dtype=torch.long)
+        symbol_of_code[used] = torch.arange(len(used))
+        self.register_buffer("symbol_of_code", symbol_of_code)
+        self.register_buffer("code_of_symbol", code_of_symbol.long())
+        self.remapped = (len(used), len(code_of_symbol))
+        self._build(len(code_of_symbol))
+
+    def to_symbols(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.symbol_of_code.to(codes.device)[codes] if self.remapped else codes
+
+    def to_codes(self, symbols: torch.Tensor) -> torch.Tensor:
+        return self.code_of_symbol.to(symbols.device)[symbols] if self.remapped else symbols
 
     # ----------------------------------------------------------------------------------------------- networks
     def logits(self, s: int, x_s: torch.Tensor, x_prev: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -167,7 +199,7 @@ class ImageBARTPrior(Prior):
     # ----------------------------------------------------------------------------------------------- training
     def loss(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Mean over scales of a_s·KL + (1 − a_s)·CE per token, teacher-forced on (x_{s−1}, x_s) drawn jointly from x0."""
-        x0, n = codes.flatten(1), self.chain.scales
+        x0, n = self.to_symbols(codes.flatten(1)), self.chain.scales
         if self.config.budget_split == "batch" and len(x0) < n:
             raise ValueError(f"imagebart splits each batch across its {n} scales: the batch size must be at least {n}, got {len(x0)}")
         parts = torch.arange(len(x0), device=x0.device).tensor_split(n) if self.config.budget_split == "batch" else [slice(None)] * n
@@ -185,7 +217,7 @@ class ImageBARTPrior(Prior):
     def nll(self, codes: torch.Tensor, generator: torch.Generator | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
         """ELBO in bits per token: [CE_1 + Σ_{s≥2} KL_s + KL(q(x_n | x0) ‖ U)] / (N ln 2), averaged over
         ``nll_draws`` joint draws of the chain; ``nll_stderr`` holds each grid's standard error over the draws."""
-        x0 = codes.flatten(1)
+        x0 = self.to_symbols(codes.flatten(1))
         draws = []
         for _ in range(self.config.nll_draws):
             xs = self.chain.trajectory(x0, generator)
@@ -194,7 +226,7 @@ class ImageBARTPrior(Prior):
                 ce, kl = self._scale_terms(s, x0, xs[s], xs[s - 1], labels)
                 nats = nats + (ce if s == 1 else kl)
             q_top = self.chain.marginal(x0, self.chain.scales)
-            nats = nats + torch.special.xlogy(q_top, q_top * self.codebook_size).sum((1, 2))  # 0 when ᾱ_n = 0
+            nats = nats + torch.special.xlogy(q_top, q_top * self.chain.num_codes).sum((1, 2))  # 0 when ᾱ_n = 0
             draws.append(nats / (x0.shape[1] * math.log(2)))
         bits = torch.stack(draws)
         k = len(draws)
@@ -205,11 +237,12 @@ class ImageBARTPrior(Prior):
     # ----------------------------------------------------------------------------------------------- sampling
     def sample(self, n, latent_shape, generator, labels=None, **opts) -> torch.Tensor:
         self.check_shape(latent_shape)
-        return self.generate(n, generator, labels, **opts).view(n, *self.latent_shape)
+        return self.to_codes(self.generate(n, generator, labels, **opts)).view(n, *self.latent_shape)
 
     def inpaint(self, codes, keep_mask, generator, labels=None, **opts) -> torch.Tensor:
-        out = self.generate(codes.shape[0], generator, labels, given=codes.flatten(1), keep=keep_mask.flatten(1).to(codes.device), **opts)
-        return out.view_as(codes)
+        given = self.to_symbols(codes.flatten(1))
+        out = self.to_codes(self.generate(codes.shape[0], generator, labels, given=given, keep=keep_mask.flatten(1).to(codes.device), **opts))
+        return torch.where(keep_mask, codes, out.view_as(codes))  # kept codes exactly as given, even unseen ones
 
     def default_chains(self) -> list[int]:
         """C_s: 3 for the geometric schedule, else 5; 1 at the top scale (whose model ignores x_n)."""
@@ -226,7 +259,7 @@ class ImageBARTPrior(Prior):
         chains = per_scale(cfg.chains, n, "sampling.chains") if cfg.chains is not None else self.default_chains()
         if labels is not None:
             labels = labels.to(device)
-        x = torch.randint(self.codebook_size, (batch, length), generator=generator, device=generator.device).to(device)  # x_n
+        x = torch.randint(self.chain.num_codes, (batch, length), generator=generator, device=generator.device).to(device)  # x_n
         self.last_nfe = 0
         for s in range(n, 0, -1):
             settings = (temperature[s - 1], top_k[s - 1], top_p[s - 1])

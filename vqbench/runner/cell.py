@@ -50,6 +50,7 @@ def build_prior(cell: Cell, regs: Registries, data: DataBundle, device: torch.de
     config: Any = parse(cls.Config, cell.variant.params, f"{cell.key}.params")
     num_classes = int(data.train.labels[:, 0].max()) + 1 if data.train.labels is not None and len(data.train) else 0
     prior = cls(config, data.codebook_size, data.latent_shape, num_classes)
+    prior.prepare(data.train.tensor())
     return prior if device is None else prior.to(device)
 
 
