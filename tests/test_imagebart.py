@@ -81,14 +81,15 @@ def test_posterior_sums_to_one_and_equals_brute_force_bayes():
 
 
 def test_scale_kl_is_cross_entropy_minus_posterior_entropy():
-    prior = imagebart(vocab=8, shape=(2, 3))
+    prior = imagebart(vocab=8, shape=(2, 3), scales=3)
     g = torch.Generator().manual_seed(1)
     x0 = torch.randint(8, (5, 6), generator=g)
-    x_s = prior.chain.redraw(x0, 0.9, g)
-    x_prev = prior.chain.redraw(x0, 0.5, g)
-    _, kl = prior._scale_terms(1, x0, x_s, x_prev, None)
-    log_p = F.log_softmax(prior.logits(1, x_s, x_prev), -1)
-    q = prior.chain.posterior(x_s, x0, 1)
+    x_prev = prior.chain.redraw(x0, 1 - prior.alphacum[1], g)
+    x_s = prior.chain.step(x_prev, 2, g)
+    _, kl = prior._scale_terms(2, x0, x_s, x_prev, None)  # s = 2: the posterior is not one-hot, its entropy counts
+    log_p = F.log_softmax(prior.logits(2, x_s, x_prev), -1)
+    q = prior.chain.posterior(x_s, x0, 2)
+    assert float(-torch.special.xlogy(q, q).sum()) > 1.0
     reference = torch.distributions.kl_divergence(torch.distributions.Categorical(probs=q), torch.distributions.Categorical(logits=log_p))
     torch.testing.assert_close(kl, reference.sum(1), rtol=1e-5, atol=1e-5)
     cross_entropy = -(q * log_p).sum((1, 2))
@@ -140,7 +141,7 @@ def test_with_the_exact_reverse_conditionals_the_elbo_is_the_data_entropy():
     k, length = 3, 2
     probs = torch.tensor([0.30, 0.02, 0.08, 0.05, 0.25, 0.05, 0.10, 0.05, 0.10], dtype=torch.float64)
     entropy = float(-(probs * probs.log2()).sum())
-    prior = imagebart(vocab=k, shape=(1, length), scales=2, nll_draws=1)
+    prior = imagebart(vocab=k, shape=(1, length), scales=3, nll_draws=1)  # 3 scales: x_{s−1} ≠ x0 and α_s ≠ 0 matter
     prior.logits = exact_reverse_logits(prior, probs, k, length)
     g = torch.Generator().manual_seed(0)
     states = torch.tensor(list(itertools.product(range(k), repeat=length)))
@@ -250,3 +251,112 @@ def test_remapping_restricts_the_chain_to_the_codes_used_in_training():
     again.prepare(train)
     again.load_state_dict(prior.state_dict())
     assert torch.equal(again.sample(8, (4, 4), torch.Generator().manual_seed(1)), samples)
+
+
+def test_chains_renoise_every_token_with_the_decreasing_probability_of_section_4_3(monkeypatch):
+    prior = imagebart(scales=2)
+    beta = prior.chain.beta(1)
+    calls = []
+    redraw = prior.chain.redraw
+
+    def spy(codes, probability, generator):
+        calls.append((probability, codes.clone()))
+        return redraw(codes, probability, generator)
+
+    inputs = []
+    decode = prior._decode_scale
+
+    def spy_decode(s, x_s, *args):
+        inputs.append((s, x_s.clone()))
+        return decode(s, x_s, *args)
+
+    monkeypatch.setattr(prior.chain, "redraw", spy)
+    monkeypatch.setattr(prior, "_decode_scale", spy_decode)
+    codes = torch.randint(8, (2, 4, 4), generator=torch.Generator().manual_seed(1))
+    keep = torch.zeros(2, 4, 4, dtype=torch.bool)
+    keep[:, :2] = True
+    prior.inpaint(codes, keep, torch.Generator().manual_seed(0), chains=[4, 1])
+    assert [p for p, _ in calls] == pytest.approx([(1 - c / 4) * beta for c in (1, 2, 3)])
+    kept, given = keep.flatten(1), codes.flatten(1)
+    assert all(torch.equal(x[kept], given[kept]) for _, x in calls)  # each scale's output has the known tokens forced
+    renoised = [x for s, x in inputs[2:]]  # inputs: x_2 (uniform), x_1 as decoded, then the three re-noised x_1
+    assert len(renoised) == 3 and any(not torch.equal(x[kept], given[kept]) for x in renoised)  # kept ones re-noised too
+
+
+def test_sampling_draws_from_the_conditionals_the_loss_trains(monkeypatch):
+    """Every sampled token's logits equal the teacher-forced logits of the finished sequence (residual path included)."""
+    prior = imagebart(scales=3, residual_logits=True)
+    with torch.no_grad():
+        for net in prior.scale_nets:
+            net.log_scale.fill_(0.5)
+    records = []
+    decode, raster = prior._decode_scale, prior._raster
+
+    def spy_decode(s, x_s, *args):
+        seen: list = []
+
+        def recording_raster(step, *rest):
+            return raster(lambda token, i, cache: seen.append(step(token, i, cache).float()) or seen[-1], *rest)
+
+        monkeypatch.setattr(prior, "_raster", recording_raster)
+        x_prev = decode(s, x_s, *args)
+        records.append((s, x_s, x_prev, torch.stack(seen, 1)))
+        return x_prev
+
+    monkeypatch.setattr(prior, "_decode_scale", spy_decode)
+    prior.sample(3, (4, 4), torch.Generator().manual_seed(0))
+    assert [s for s, *_ in records] == [3, 2, 1]
+    for s, x_s, x_prev, stepped in records:
+        torch.testing.assert_close(stepped, prior.logits(s, x_s, x_prev), rtol=1e-4, atol=1e-4)
+
+
+def test_presets_follow_the_reference_and_an_explicit_schedule_drops_the_preset_weights():
+    assert imagebart(preset="cpu").scale_nets[0].log_scale is not None
+    ffhq2 = vqbench.registries().priors.get("imagebart").Config(preset="ffhq-2").resolved()
+    assert ffhq2["residual_logits"] is False and ffhq2["alphacum"] == [1.0, 0.636, 0.0]
+    config = vqbench.registries().priors.get("imagebart").Config(preset="ffhq-4", scales=2).resolved()
+    assert config["kl_weight"] is None and config["residual_logits"] is True
+
+
+def test_unseen_codes_pay_for_naming_which_one_they_are():
+    train = torch.randint(4, (64, 4, 4), generator=torch.Generator().manual_seed(0)) * 3  # 12 codes of 16 unseen
+    prior = imagebart(vocab=16, remap_codes=True)
+    prior.prepare(train)
+    codes = train[:2].clone()
+    codes[:, 0, :2] = torch.tensor([5, 7])  # two unseen codes per grid
+    symbols = prior.to_symbols(codes.flatten(1))
+    bits = prior.nll(codes, torch.Generator().manual_seed(1))
+    plain = prior._symbol_elbo(symbols, torch.Generator().manual_seed(1), None)
+    torch.testing.assert_close(bits, plain + 2 * math.log2(12) / 16)
+
+
+def test_a_benchmark_runs_imagebart_with_remapping(smoke_config, tmp_path):
+    import yaml
+
+    from vqbench.cli import main
+
+    smoke_config["priors"] = [{"name": "imagebart", "params": {"remap_codes": True, "scale_net": TINY_NET, "top_backbone": TINY_TOP}}]
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(smoke_config))
+    assert main(["run", str(path)]) == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "codebook remapped to the" in report and "each step's batch is split evenly" in report
+
+
+def test_the_batch_split_gives_every_scale_grids_from_the_whole_batch():
+    """The runner's batches come sorted by index; contiguous slices would give scale 1 only the low indices."""
+    prior = imagebart(scales=2).train()
+    codes = torch.arange(8).view(8, 1, 1).expand(8, 4, 4).contiguous()  # grid i is code i everywhere
+    first_scale = []
+    terms = prior._scale_terms
+
+    def spy(s, x0, *args):
+        if s == 1:
+            first_scale.extend(x0[:, 0].tolist())
+        return terms(s, x0, *args)
+
+    prior._scale_terms = spy
+    for seed in range(10):
+        torch.manual_seed(seed)
+        prior.loss(codes)
+    assert len(first_scale) == 40 and max(first_scale) >= 4 and min(first_scale) < 4

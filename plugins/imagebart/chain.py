@@ -97,7 +97,7 @@ def equalised_alphacum(distances: Sequence[float], grid: Sequence[float], n: int
     """A schedule whose scales are evenly spaced in a perceptual distance.
 
     ``distances[i]`` is the mean distance between decodes of clean codes and of codes noised to ᾱ = ``grid[i]``
-    (``grid`` decreasing from 1 to 0). Returns [1, ᾱ_1, …, ᾱ_{n−1}, 0] with d(ᾱ_s) = (s/n)·d(0), interpolating
+    (``grid`` decreasing from 1 to 0). Returns [1, ᾱ_1, …, ᾱ_{n−1}, 0] with d(ᾱ_s) = d(1) + (s/n)·(d(0) − d(1)), interpolating
     linearly in the (monotone envelope of the) measured curve."""
     g = torch.tensor(list(grid), dtype=torch.float64)
     if len(g) < 2 or g[0] != 1.0 or g[-1] != 0.0 or bool((g[1:] >= g[:-1]).any()):

@@ -27,14 +27,21 @@ from .network import EncoderDecoder, EncoderDecoderConfig
 _SMALL_TOP = {"name": "transformer", "dim": 128, "depth": 4, "heads": 4, "dim_head": 32}
 # "cpu": sized for the quickstart. "ffhq-2" / "ffhq-4": the paper's FFHQ models (T = 3 and T = 5).
 PRESETS: dict[str, dict[str, Any]] = {
-    "cpu": {"scales": 2, "scale_net": {"dim": 128, "encoder_depth": 2, "decoder_depth": 2, "heads": 4, "dim_head": 32}, "top_backbone": _SMALL_TOP},
+    "cpu": {
+        "scales": 2,
+        "residual_logits": True,
+        "scale_net": {"dim": 128, "encoder_depth": 2, "decoder_depth": 2, "heads": 4, "dim_head": 32},
+        "top_backbone": _SMALL_TOP,
+    },
     "ffhq-2": {
         "alphacum": [1.0, 0.636, 0.0],  # their metric-equalised FFHQ schedule
+        "residual_logits": False,  # their ffhq scale-1 model is a plain XTransformer
         "scale_net": {"dim": 1152, "encoder_depth": 32, "decoder_depth": 6, "heads": 16, "dim_head": 64},
         "top_backbone": {"name": "transformer", "dim": 1216, "depth": 36, "heads": 16, "dim_head": 64},
     },
     "ffhq-4": {
         "scales": 4,
+        "residual_logits": True,  # their ResidualScaledXTransformer
         "kl_weight": [0.0, 0.0, 0.0, 1.0],
         "scale_net": {"dim": 752, "encoder_depth": 18, "decoder_depth": 6, "heads": 16, "dim_head": 64},
         "top_backbone": {"name": "transformer", "dim": 800, "depth": 26, "heads": 16, "dim_head": 64},
@@ -76,7 +83,7 @@ class ImageBARTConfig(ImageBARTSampler):
     alphacum: list[float] | None = None  # an explicit schedule [1, ᾱ_1, …, 0] (n = its length − 1)
     scale_net: dict[str, Any] | None = None  # EncoderDecoderConfig of scales s < n
     top_backbone: dict[str, Any] | None = None  # the causal backbone of scale n
-    residual_logits: bool = True  # exp(λ_s)·f + log(α_s e(x_s) + (1 − α_s)/K) at scales s < n (see README)
+    residual_logits: bool | None = None  # exp(λ_s)·f + log(α_s e(x_s) + (1 − α_s)/K) at scales s < n (see README)
     kl_weight: list[float] | None = None  # a_s in a·KL + (1 − a)·CE; default 0 at s = 1, 1 above
     class_conditional: bool = False
     budget_split: Literal["batch", "every"] = "batch"  # batch: each step's batch is split evenly across the scales
@@ -88,10 +95,10 @@ class ImageBARTConfig(ImageBARTSampler):
         preset = PRESETS[self.preset]
         out = {
             name: getattr(self, name) if getattr(self, name) is not None else preset.get(name)
-            for name in ("scales", "alphacum", "scale_net", "top_backbone", "kl_weight")
+            for name in ("scales", "alphacum", "scale_net", "top_backbone", "kl_weight", "residual_logits")
         }
-        if self.alphacum is not None or self.scales is not None:  # an explicit schedule replaces the preset's
-            out["alphacum"], out["scales"] = self.alphacum, self.scales
+        if self.alphacum is not None or self.scales is not None:  # an explicit schedule replaces the preset's, weights too
+            out["alphacum"], out["scales"], out["kl_weight"] = self.alphacum, self.scales, self.kl_weight
         return out
 
     def schedule(self, key: str = "params") -> list[float]:
@@ -135,6 +142,7 @@ class ImageBARTPrior(Prior):
         self.kl_weight = per_scale(r["kl_weight"], n, "params.kl_weight") if r["kl_weight"] is not None else [0.0] + [1.0] * (n - 1)
         self.resolved_settings = r
         self.remapped: tuple[int, int] | None = None  # (codes used in training, symbols) once ``prepare`` remapped
+        self.unseen_codes = 0
         self._build(codebook_size)
 
     def _build(self, symbols: int) -> None:
@@ -144,7 +152,7 @@ class ImageBARTPrior(Prior):
         n, length = self.chain.scales, self.latent_shape[0] * self.latent_shape[1]
         classes = self.num_classes if config.class_conditional else 0
         net_config = parse(EncoderDecoderConfig, r["scale_net"], "params.scale_net")
-        self.scale_nets = nn.ModuleList(EncoderDecoder(net_config, symbols, length, config.residual_logits, classes) for _ in range(n - 1))
+        self.scale_nets = nn.ModuleList(EncoderDecoder(net_config, symbols, length, bool(r["residual_logits"]), classes) for _ in range(n - 1))
         top = {**r["top_backbone"], **({"class_conditional": True} if classes else {})}
         self.net = build_backbone(top, "params.top_backbone", "transformer", symbols + 1, symbols, self.latent_shape, classes, causal=True)
         self.start_token = symbols
@@ -161,12 +169,13 @@ class ImageBARTPrior(Prior):
         models used 548 of 1024). Codes never seen in training share one extra symbol (decoded as the first of them)."""
         if not self.config.remap_codes:
             return
-        used = torch.unique(train_codes.flatten().cpu())
+        used = torch.unique(train_codes.flatten().cpu()).long()
         seen = set(used.tolist())
         unseen = [c for c in range(self.codebook_size) if c not in seen]
-        code_of_symbol = torch.cat([used, torch.tensor(unseen[:1], dtype=used.dtype)])
-        symbol_of_code = torch.full((self.codebook_size,), len(used), dtype=torch.long)
-        symbol_of_code[used] = torch.arange(len(used))
+        code_of_symbol = torch.cat([used, used.new_tensor(unseen[:1])])  # new_tensor: CPU even under a meta device
+        symbol_of_code = used.new_full((self.codebook_size,), len(used))
+        symbol_of_code[used] = torch.arange(len(used), device=used.device)
+        self.unseen_codes = len(unseen)
         self.register_buffer("symbol_of_code", symbol_of_code)
         self.register_buffer("code_of_symbol", code_of_symbol.long())
         self.remapped = (len(used), len(code_of_symbol))
@@ -202,7 +211,8 @@ class ImageBARTPrior(Prior):
         x0, n = self.to_symbols(codes.flatten(1)), self.chain.scales
         if self.config.budget_split == "batch" and len(x0) < n:
             raise ValueError(f"imagebart splits each batch across its {n} scales: the batch size must be at least {n}, got {len(x0)}")
-        parts = torch.arange(len(x0), device=x0.device).tensor_split(n) if self.config.budget_split == "batch" else [slice(None)] * n
+        # a random partition: the runner's batches come sorted by index, so contiguous slices would bias each scale's data
+        parts = torch.randperm(len(x0), device=x0.device).tensor_split(n) if self.config.budget_split == "batch" else [slice(None)] * n
         total = x0.new_zeros((), dtype=torch.float32)
         for s, idx in enumerate(parts, 1):
             part, part_labels = x0[idx], (labels[idx] if labels is not None else None)
@@ -218,6 +228,13 @@ class ImageBARTPrior(Prior):
         """ELBO in bits per token: [CE_1 + Σ_{s≥2} KL_s + KL(q(x_n | x0) ‖ U)] / (N ln 2), averaged over
         ``nll_draws`` joint draws of the chain; ``nll_stderr`` holds each grid's standard error over the draws."""
         x0 = self.to_symbols(codes.flatten(1))
+        bits = self._symbol_elbo(x0, generator, labels)
+        if self.remapped and self.unseen_codes > 1:  # the shared symbol stands for any unseen code: name which one
+            bits = bits + (x0 == self.remapped[0]).sum(1) * math.log2(self.unseen_codes) / x0.shape[1]
+        return bits
+
+    def _symbol_elbo(self, x0: torch.Tensor, generator: torch.Generator | None, labels) -> torch.Tensor:
+        """The ELBO of symbol grids x0 (B×N) in bits per token."""
         draws = []
         for _ in range(self.config.nll_draws):
             xs = self.chain.trajectory(x0, generator)
@@ -266,8 +283,8 @@ class ImageBARTPrior(Prior):
             x_prev = self._decode_scale(s, x, generator, settings, labels, given, keep)
             rounds = chains[s - 1] if keep is not None and s < n else 1
             for c in range(1, rounds):
-                renoised = self.chain.redraw(x_prev, (1.0 - c / rounds) * self.chain.beta(s), generator)
-                x_prev = self._decode_scale(s, torch.where(keep, x_prev, renoised), generator, settings, labels, given, keep)
+                renoised = self.chain.redraw(x_prev, (1.0 - c / rounds) * self.chain.beta(s), generator)  # every token
+                x_prev = self._decode_scale(s, renoised, generator, settings, labels, given, keep)
             x = x_prev
         return x
 
