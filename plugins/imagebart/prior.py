@@ -297,12 +297,13 @@ class ImageBARTPrior(Prior):
         else:
             net = self.scale_nets[s - 1]
             memory = net.encode(x_s, labels)
-            transition = self.chain.transition_log_probs(x_s, s) if net.log_scale is not None else None
+            residual = net.log_scale is not None
             self.last_nfe += 1
 
             def step(token: torch.Tensor, i: int, cache: KVCache) -> torch.Tensor:
                 logits = net.decode(token, memory, cache, offset=i, labels=labels)[:, -1]
-                return net.residual(logits, transition[:, i] if transition is not None else None)
+                # the residual term of position i only (B×K): no B×N×K tensor while sampling large grids
+                return net.residual(logits, self.chain.transition_log_probs(x_s[:, i], s) if residual else None)
 
         return self._raster(step, x_s.shape[0], x_s.shape[1], generator, settings, given, keep)
 
