@@ -29,10 +29,26 @@ def _load(args: argparse.Namespace):
     return [parse_benchmark(doc, regs.metrics.names(), overrides) for doc in load_yaml(args.file)], regs
 
 
+def _shard(text: str | None) -> tuple[int, int] | None:
+    """``I/N`` → (I, N) with 0 ≤ I < N."""
+    from .errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ConfigError("--shard", f"expected I/N such as 0/4, got {text!r}") from None
+    if not 0 <= index < count:
+        raise ConfigError("--shard", f"needs 0 ≤ I < N, got {text!r}")
+    return index, count
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .runner.run import describe_plan, preflight, run_benchmark
 
     benches, regs = _load(args)
+    shard = _shard(args.shard)
     for bench in benches:
         if args.device:
             bench.device = args.device
@@ -44,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     failed = []
     for bench in benches:
         out = Path(args.out) / bench.name if args.out and len(benches) > 1 else (Path(args.out) if args.out else None)
-        outcome = run_benchmark(bench, regs, out)
+        outcome = run_benchmark(bench, regs, out, shard=shard)
         print((outcome.out / "report.md").read_text())
         print(f"results in {outcome.out}/ (report.md, report.csv, report.tex; runs/<cell>/samples.png, inpainting.png)")
         if outcome.failures:
@@ -176,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="results folder (default results/<name>)")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the benchmark's device")
     run.add_argument("--dry-run", action="store_true", help="print the plan (cells, latent shape, parameters, budget) and stop")
+    run.add_argument("--shard", metavar="I/N", help="run only the cells at plan positions ≡ I mod N (e.g. a SLURM array task)")
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser("validate", help="check a benchmark YAML without running it")

@@ -22,6 +22,7 @@ from ..plugins import Registries
 from ..precision import make_autocast, resolve_precision
 from ..provenance import code_digest, provenance
 from .cell import Cell, count_parameters, run_cell
+from .claims import claim_cell
 from .data import DataBundle, decode_to_uint8, prepare_data, split_indices, trainable
 from .evaluate import image_sampling, metric_configs, reference_split
 from .schema import Benchmark, cell_id, expand_variants
@@ -154,15 +155,20 @@ class RunOutcome:
 
     out: Path
     failures: dict[str, str] = field(default_factory=dict)  # cell id → why it (or one of its metrics) failed
+    elsewhere: dict[str, str] = field(default_factory=dict)  # cell id → the job computing it (claimed)
 
     def summary(self) -> str:
+        others = f"; {len(self.elsewhere)} cell(s) left to other jobs ({', '.join(self.elsewhere)})" if self.elsewhere else ""
         if not self.failures:
-            return f"all cells finished; results in {self.out}/"
-        return f"{len(self.failures)} cell(s) with failures ({', '.join(self.failures)}); see {self.out}/report.md"
+            return f"all cells of this job finished{others}; results in {self.out}/"
+        return f"{len(self.failures)} cell(s) with failures ({', '.join(self.failures)}){others}; see {self.out}/report.md"
 
 
-def run_benchmark(bench: Benchmark, regs: Registries, out: Path | None = None, device_name: str | None = None) -> RunOutcome:
-    """Run every cell not finished yet and write the report."""
+def run_benchmark(
+    bench: Benchmark, regs: Registries, out: Path | None = None, device_name: str | None = None, shard: tuple[int, int] | None = None
+) -> RunOutcome:
+    """Run every cell not finished yet (of shard i of N: plan positions ≡ i mod N) and write the report. Each cell is
+    claimed first, so jobs sharing ``out`` never compute the same cell (see ``claims``)."""
     from ..report import write_report
 
     cells = plan_cells(bench, regs)
@@ -194,16 +200,23 @@ def run_benchmark(bench: Benchmark, regs: Registries, out: Path | None = None, d
             },
         )
         for i, cell in enumerate(cells, 1):
+            if shard is not None and (i - 1) % shard[1] != shard[0]:
+                continue
             log.info("cell %d/%d: %s", i, len(cells), cell.id)
-            try:
-                status = run_cell(cell, bench, regs, data, configured, reference, out, cache, device, autocast)
-                log.info("cell %s: %s", cell.id, status["status"])
-                if status.get("failed_metrics"):
-                    outcome.failures[cell.id] = "metrics failed: " + ", ".join(status["failed_metrics"])
-            except TrainingDiverged as err:
-                outcome.failures[cell.id] = str(err)
-                log.error("cell %s stopped: %s", cell.id, err)
-                write_json(cell.directory(out) / "failed.json", {"cell": cell.id, "error": str(err)})
+            with claim_cell(cell.directory(out)) as claim:
+                if not claim.held:
+                    log.info("cell %s is being computed by %s: left to it", cell.id, claim.owner)
+                    outcome.elsewhere[cell.id] = claim.owner
+                    continue
+                try:
+                    status = run_cell(cell, bench, regs, data, configured, reference, out, cache, device, autocast)
+                    log.info("cell %s: %s", cell.id, status["status"])
+                    if status.get("failed_metrics"):
+                        outcome.failures[cell.id] = "metrics failed: " + ", ".join(status["failed_metrics"])
+                except TrainingDiverged as err:
+                    outcome.failures[cell.id] = str(err)
+                    log.error("cell %s stopped: %s", cell.id, err)
+                    write_json(cell.directory(out) / "failed.json", {"cell": cell.id, "error": str(err)})
         write_report(out)
         results = read_json(out / "results.json")
         write_json(out / "results.json", results | {"finished": _now(), "failures": outcome.failures})
