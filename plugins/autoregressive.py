@@ -20,7 +20,7 @@ from vqbench.config import positive
 from vqbench.errors import ConfigError
 from vqbench.interfaces import Prior
 from vqbench.nn import KVCache
-from vqbench.sampling import filter_logits, sample_categorical
+from vqbench.sampling import raster_decode
 
 DEFAULT_BACKBONE = {"name": "transformer", "dim": 256, "depth": 8, "heads": 8, "dim_head": 32}
 
@@ -89,20 +89,16 @@ class AutoregressivePrior(Prior):
         cfg = self.sampler(**opts)
         device = self.net.to_logits.weight.device
         length = self.latent_shape[0] * self.latent_shape[1]
-        tokens = torch.full((n, length + 1), self.start_token, dtype=torch.long, device=device)  # start + codes
         cache = KVCache() if cfg.kv_cache else None
-        for i in range(length):
+
+        def next_logits(tokens: torch.Tensor, i: int) -> torch.Tensor:
             if cache is not None:
-                logits = self.net(tokens[:, i : i + 1], labels, cache=cache, offset=i)[:, -1]
-            else:
-                logits = self.net(tokens[:, : i + 1], labels)[:, -1]
-            logits = filter_logits(logits.float() / cfg.temperature, cfg.top_k, cfg.top_p)
-            nxt = sample_categorical(logits, 1.0, generator).to(device)
-            if keep is not None:
-                nxt = torch.where(keep[:, i], given[:, i], nxt)
-            tokens[:, i + 1] = nxt
+                return self.net(tokens[:, i : i + 1], labels, cache=cache, offset=i)[:, -1]
+            return self.net(tokens[:, : i + 1], labels)[:, -1]
+
+        out = raster_decode(next_logits, n, length, self.start_token, generator, device, cfg.temperature, cfg.top_k, cfg.top_p, given, keep)
         self.last_nfe = length
-        return tokens[:, 1:]
+        return out
 
 
 @vqbench.hookimpl

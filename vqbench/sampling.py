@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -43,3 +45,30 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
 def gumbel_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
     u = torch.rand(shape, generator=generator, device=generator.device).to(device)
     return -torch.log(-torch.log(u.clamp_(1e-20, 1.0 - 1e-7)))
+
+
+def raster_decode(
+    next_logits: Callable[[torch.Tensor, int], torch.Tensor],
+    batch: int,
+    length: int,
+    start_token: int,
+    generator: torch.Generator,
+    device: torch.device,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    given: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Sample ``length`` tokens one position at a time in raster order (B×length, int64).
+
+    ``next_logits(tokens, i)`` returns the logits B×V of position i given ``tokens`` (B×(length+1): the start token,
+    then every token placed so far). Where ``keep`` (B×length) is True the ``given`` token is placed instead."""
+    tokens = torch.full((batch, length + 1), start_token, dtype=torch.long, device=device)
+    for i in range(length):
+        logits = filter_logits(next_logits(tokens, i).float() / temperature, top_k, top_p)
+        nxt = sample_categorical(logits, 1.0, generator).to(device)
+        if keep is not None and given is not None:
+            nxt = torch.where(keep[:, i], given[:, i], nxt)
+        tokens[:, i + 1] = nxt
+    return tokens[:, 1:]

@@ -19,7 +19,7 @@ from vqbench.config import parse, positive
 from vqbench.errors import ConfigError
 from vqbench.interfaces import Prior
 from vqbench.nn import KVCache
-from vqbench.sampling import filter_logits, sample_categorical
+from vqbench.sampling import raster_decode
 
 from .chain import MultinomialChain, check_alphacum, geometric_alphacum
 from .network import EncoderDecoder, EncoderDecoderConfig
@@ -308,17 +308,12 @@ class ImageBARTPrior(Prior):
         return self._raster(step, x_s.shape[0], x_s.shape[1], generator, settings, given, keep)
 
     def _raster(self, step: Callable, batch: int, length: int, generator, settings: tuple, given, keep) -> torch.Tensor:
-        temperature, top_k, top_p = settings
-        tokens = torch.full((batch, length + 1), self.start_token, dtype=torch.long, device=self.device)
         cache = KVCache()
-        for i in range(length):
-            logits = filter_logits(step(tokens[:, i : i + 1], i, cache).float() / temperature, top_k, top_p)
-            nxt = sample_categorical(logits, 1.0, generator).to(self.device)
-            if keep is not None:
-                nxt = torch.where(keep[:, i], given[:, i], nxt)
-            tokens[:, i + 1] = nxt
+        out = raster_decode(
+            lambda tokens, i: step(tokens[:, i : i + 1], i, cache), batch, length, self.start_token, generator, self.device, *settings, given, keep
+        )
         self.last_nfe += length
-        return tokens[:, 1:]
+        return out
 
     def describe(self) -> dict[str, Any]:
         from vqbench.config import to_dict
