@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ class UnreadableImage(OSError):
 class ImageFolderConfig:
     path: str = ""  # folder searched recursively for jpg/png/webp
     max_images: int | None = None  # use only the first N files (sorted by path)
+    labels: str | None = None  # CSV: a `filename` column (relative to `path`) + integer label columns named by the header
 
 
 def to_rgb_square(image: Image.Image, resolution: int) -> np.ndarray:
@@ -47,6 +50,8 @@ class ImageFolder(ImageSource):
     def __init__(self, config: ImageFolderConfig, resolution: int):
         super().__init__(config, resolution)
         self._files: list[Path] | None = None
+        self._labels: np.ndarray | None = None
+        self.label_names: tuple[str, ...] = ()  # type: ignore[misc]  # from the labels file's header
 
     @property
     def files(self) -> list[Path]:
@@ -67,6 +72,42 @@ class ImageFolder(ImageSource):
             )
         if not self.files:
             raise ConfigError(f"{key}.path", f"image folder {str(root)!r} has no .jpg/.jpeg/.png/.webp files (searched recursively)")
+        if self.config.labels:
+            self._read_labels(f"{key}.labels")
+
+    def labels(self) -> np.ndarray | None:
+        return self._read_labels("dataset.params.labels") if self.config.labels else None
+
+    def _read_labels(self, key: str) -> np.ndarray:
+        """The label rows of ``files`` from the CSV (filename + integer columns); errors name ``key`` and the path."""
+        if self._labels is not None:
+            return self._labels
+        path = Path(str(self.config.labels)).expanduser()
+        if not path.is_file():
+            raise ConfigError(key, f"labels file {str(path)!r} not found")
+        with path.open(newline="") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if not header or header[0].strip() != "filename" or len(header) < 2:
+                raise ConfigError(key, f"{path}: the first row must be `filename,<label name>,...`, got {header}")
+            rows: dict[str, list[int]] = {}
+            for line, row in enumerate(reader, start=2):
+                if not row:
+                    continue
+                try:
+                    rows[row[0].strip()] = [int(v) for v in row[1:]]
+                except ValueError:
+                    raise ConfigError(key, f"{path}:{line}: labels must be integers, got {row[1:]}") from None
+                if len(row) != len(header) or min(rows[row[0].strip()]) < 0:
+                    raise ConfigError(key, f"{path}:{line}: expected {len(header) - 1} non-negative integer labels, got {row[1:]}")
+        root = Path(self.config.path).expanduser()
+        names = [p.relative_to(root).as_posix() for p in self.files]
+        missing = [n for n in names if n not in rows]
+        if missing:
+            raise ConfigError(key, f"{path} has no row for {len(missing)} image(s), e.g. {missing[0]!r} (filenames are relative to {str(root)!r})")
+        self.label_names = tuple(h.strip() for h in header[1:])
+        self._labels = np.asarray([rows[n] for n in names], dtype=np.int64)
+        return self._labels
 
     def __len__(self) -> int:
         return len(self.files)
@@ -82,7 +123,8 @@ class ImageFolder(ImageSource):
     def fingerprint(self) -> str:
         root = Path(self.config.path).expanduser()
         listing = [(str(p.relative_to(root)), p.stat().st_size, int(p.stat().st_mtime)) for p in self.files]
-        return fingerprint("image_folder", listing, self.resolution)
+        labels = hashlib.sha256(Path(self.config.labels).expanduser().read_bytes()).hexdigest() if self.config.labels else None
+        return fingerprint("image_folder", listing, self.resolution, *([labels] if labels else []))
 
 
 @vqbench.hookimpl

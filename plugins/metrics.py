@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import vqbench
+from vqbench.metrics.attributes import ClassAccuracyMetric, FactorDistributionMetric
 from vqbench.metrics.fid import FIDMetric, KIDMetric
 from vqbench.metrics.inpainting import InpaintingMetric
 from vqbench.metrics.known_truth import KnownTruthMetric
@@ -21,3 +22,5 @@ def vqbench_register_metrics(registry):
     registry.register("sample_time", SampleTimeMetric)
     registry.register("inpainting", InpaintingMetric)
     registry.register("known_truth", KnownTruthMetric)
+    registry.register("class_accuracy", ClassAccuracyMetric)
+    registry.register("factor_distribution", FactorDistributionMetric)

@@ -99,3 +99,25 @@ def test_a_run_leaves_cells_claimed_by_another_job_and_a_rerun_completes_them(sm
     assert main(["run", str(path)]) == 0  # the claim is gone: the rerun computes the missing cell only
     assert (runs / held / "metrics.json").is_file()
     assert (runs.parent / "run.log").read_text().count("already finished: skipped") == 3
+
+
+def test_exclusive_work_waits_for_the_job_holding_it(tmp_path):
+    import threading
+
+    from vqbench.runner.claims import exclusive
+
+    order: list[str] = []
+    entered = threading.Event()
+
+    def second_job() -> None:
+        with exclusive(tmp_path / "lock", poll=0.01):
+            order.append("second")
+            entered.set()
+
+    with exclusive(tmp_path / "lock"):
+        thread = threading.Thread(target=second_job)
+        thread.start()
+        assert not entered.wait(0.3)  # still held here
+        order.append("first done")
+    thread.join(timeout=10)
+    assert order == ["first done", "second"]

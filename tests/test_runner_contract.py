@@ -50,7 +50,8 @@ def test_training_passes_each_batch_its_labels_under_the_precision_autocast(tmp_
 def test_sampling_passes_the_requested_labels_under_the_precision_autocast(tmp_path):
     prior = SpyPrior(TableConfig(0.1), 4, (2, 2), num_classes=3)
     labels = torch.tensor([0, 1, 2, 0, 1])
-    codes, _, info = generate_samples(prior, None, 5, 2, 0, torch.device("cpu"), make_autocast(torch.device("cpu"), "bf16"), {}, labels)
+    drawn = generate_samples(prior, None, 5, 2, 0, torch.device("cpu"), make_autocast(torch.device("cpu"), "bf16"), {}, labels)
+    codes, info = drawn.codes, drawn.info
     assert codes.shape == (5, 2, 2) and info["nfe"] == 1
     timed = [c for c in prior.calls if c[0] == "sample"]
     assert torch.equal(torch.cat([c[1] for c in timed]), labels) and all(c[2] for c in timed)

@@ -114,14 +114,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch
 
     from . import latents
     from .errors import ConfigError
     from .interfaces import ImageSource
-    from .io import sha256_file
+    from .io import fingerprint, sha256_file
     from .plugins import registries
-    from .runner.data import encode_images
+    from .runner.data import encode_latents
     from .runner.run import resolve_device
 
     regs = registries()
@@ -136,16 +135,18 @@ def cmd_encode(args: argparse.Namespace) -> int:
     assert issubclass(source_cls, ImageSource)
     source = source_cls(source_cls.Config(path=args.images), resolution)
     source.check("--images")
-    with torch.inference_mode():
-        codes, kept = encode_images(tokenizer, source, np.arange(len(source)), device, args.batch_size)
-    path = latents.write(
-        args.out, codes, tokenizer.codebook_size,
-        tokenizer={"name": args.tokenizer, "config": tokenizer.config_dict(), "checkpoint_sha256": sha256_file(args.checkpoint)},
-        source={"dataset": "image_folder", "path": str(args.images), "fingerprint": source.fingerprint(), "resolution": resolution},
-        split={"name": "all", "source_count": len(source)}, skipped_unreadable=sorted(source.skipped),
+    sha = sha256_file(args.checkpoint)
+    source_meta = {"dataset": "image_folder", "path": str(args.images), "fingerprint": source.fingerprint(), "resolution": resolution}
+    path = encode_latents(
+        Path(args.out), tokenizer, source, np.arange(len(source)), device, args.batch_size, job=fingerprint(sha, source_meta),
+        workers=args.workers, meta={
+            "tokenizer": {"name": args.tokenizer, "config": tokenizer.config_dict(), "checkpoint_sha256": sha},
+            "source": source_meta, "split": {"name": "all", "source_count": len(source)},
+        },
     )  # fmt: skip
-    np.save(path / "source_index.npy", kept)
-    print(f"wrote {len(codes)} latents of {codes.shape[1]}×{codes.shape[2]} to {path} ({len(source.skipped)} unreadable skipped)")
+    data = latents.open(path, verify_checksum=False)
+    skipped = len(data.meta["skipped_unreadable"])
+    print(f"wrote {len(data)} latents of {data.meta['h']}×{data.meta['w']} to {path} ({skipped} unreadable skipped)")
     return 0
 
 
@@ -172,7 +173,22 @@ def cmd_speed(args: argparse.Namespace) -> int:
     for requested in args.precision:
         precision, why = resolve_precision(requested, device)
         print(f"precision {precision} ({why})", file=sys.stderr)
-        rows.append(measure(args.prior, params, (h, w), args.codebook, args.batch, args.samples, options, precision, device, args.decode_preset))
+        for compiled in (False, True) if args.compile == "both" else (args.compile == "on",):
+            rows.append(
+                measure(
+                    args.prior,
+                    params,
+                    (h, w),
+                    args.codebook,
+                    args.batch,
+                    args.samples,
+                    options,
+                    precision,
+                    device,
+                    args.decode_preset,
+                    compile=compiled,
+                )
+            )
         print(f"measured {precision}", file=sys.stderr)
     print(f"prior {args.prior} {params} on {h}×{w} latents, {args.codebook} codes; sampling {options}; "
           f"{args.threads} threads, device {device}")  # fmt: skip
@@ -223,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--out", required=True, help="latent dataset directory to write")
     encode.add_argument("--resolution", type=int, help="image size (default: the tokenizer's)")
     encode.add_argument("--batch-size", type=int, default=32)
+    encode.add_argument("--workers", type=int, help="image loader processes (default min(4, CPUs-1); 0: read in this process)")
     encode.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     encode.set_defaults(func=cmd_encode)
     speed = sub.add_parser("speed", help="measure backbone tokens/s and sample s/img of a prior configuration")
@@ -237,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--threads", type=int, default=torch_threads_default())
     speed.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     speed.add_argument("--decode-preset", help="also time decoding with a randomly initialised vqgan preset")
+    speed.add_argument("--compile", choices=["off", "on", "both"], default="off", help="torch.compile the networks (both: one row each)")
     speed.set_defaults(func=cmd_speed)
     return parser
 

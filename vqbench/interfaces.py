@@ -367,6 +367,11 @@ class FeatureExtractor(nn.Module, ABC):
     dims: int
     real_weights: bool  # False: randomly initialised, numbers not comparable to published ones
     description: str
+    weights_key: str = ""  # identifies weights ``prepare`` trained or loaded (part of the real-feature cache key)
 
     @abstractmethod
     def forward(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def prepare(self, data: DataBundle, cache: Path, device: torch.device, key: str = "metrics") -> None:  # noqa: B027
+        """Called by the runner once before any features are extracted, with the benchmark's data and cache folder:
+        the hook of a network trained on the benchmark's own images (errors name ``key``). The default does nothing."""

@@ -28,8 +28,14 @@ def code_dtype(codebook_size: int) -> np.dtype:
     return np.dtype(np.uint16) if codebook_size <= 65536 else np.dtype(np.int32)
 
 
-def _array_sha256(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+def _array_sha256(array: np.ndarray, rows: int = 4096) -> str:
+    """SHA-256 of the C-contiguous bytes, read ``rows`` rows at a time (a memory map is never loaded whole)."""
+    digest = hashlib.sha256()
+    if array.ndim == 0 or len(array) == 0:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    for start in range(0, len(array) if array.ndim else 0, rows):
+        digest.update(np.ascontiguousarray(array[start : start + rows]).tobytes())
+    return digest.hexdigest()
 
 
 @dataclass
@@ -136,3 +142,105 @@ def open(path: str | os.PathLike, verify_checksum: bool = True) -> LatentDataset
         if len(labels) != len(codes):
             raise DataError(f"{path / 'labels.npy'}: {len(labels)} rows, but codes.npy has {len(codes)}")
     return LatentDataset(path=path, codes=codes, meta=meta, labels=labels)
+
+
+PROGRESS_FILE = "progress.json"
+
+
+class LatentWriter:
+    """Writes a latent dataset batch by batch: codes and source indices go into memory-mapped ``codes.npy`` and
+    ``source_index.npy`` (sized for ``capacity`` rows), and ``progress.json`` records the finished batches after each
+    one, so an interrupted write resumes after its last complete batch. ``finish`` trims the files to the rows
+    written and writes ``meta.json`` last, atomically: a directory without it is unfinished. ``job`` identifies
+    the work (inputs, batch size); progress left by a different job is discarded."""
+
+    def __init__(self, path: str | os.PathLike, capacity: int, codebook_size: int, job: str):
+        self.path, self.capacity, self.codebook_size, self.job = Path(path), int(capacity), int(codebook_size), job
+        self.dtype = code_dtype(codebook_size)
+        self.batches, self.rows, self.skipped = 0, 0, list[int]()
+        self.grid: tuple[int, int] | None = None
+        self._codes: np.memmap | None = None
+        self._index: np.memmap | None = None
+        progress = self.path / PROGRESS_FILE
+        if progress.is_file() and not (self.path / "meta.json").is_file():
+            state = read_json(progress)
+            if state.get("job") == job and state.get("capacity") == self.capacity:
+                self.batches, self.rows, self.skipped = int(state["batches"]), int(state["rows"]), list(state["skipped"])
+                self.grid = tuple(state["grid"]) if state.get("grid") else None  # type: ignore[assignment]
+                if self.grid is not None:
+                    self._open("r+")
+        if self.batches == 0:  # a fresh write: whatever was here is unfinished from now on
+            for name in ("meta.json", PROGRESS_FILE, "labels.npy"):
+                (self.path / name).unlink(missing_ok=True)
+
+    def _open(self, mode: str) -> None:
+        assert self.grid is not None
+        codes, index = self.path / "codes.npy", self.path / "source_index.npy"
+        if mode == "w+":
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._codes = np.lib.format.open_memmap(codes, "w+", self.dtype, (self.capacity, *self.grid))
+            self._index = np.lib.format.open_memmap(index, "w+", np.int64, (self.capacity,))
+            return
+        try:
+            self._codes = np.load(codes, mmap_mode="r+", allow_pickle=False)
+            self._index = np.load(index, mmap_mode="r+", allow_pickle=False)
+        except (OSError, ValueError):  # files gone or damaged: start over
+            self.batches, self.rows, self.skipped, self.grid = 0, 0, [], None
+            return
+        if len(self._codes) < self.rows or len(self._index) < self.rows or self._codes.shape[1:] != self.grid:
+            self._codes = self._index = None
+            self.batches, self.rows, self.skipped, self.grid = 0, 0, [], None
+
+    def append(self, batch: int, codes: np.ndarray, kept: list[int] | np.ndarray, skipped: list[int] | tuple[int, ...] = ()) -> None:
+        """Store batch ``batch`` (the next one): codes n×h×w of source indices ``kept``; ``skipped`` were unreadable."""
+        if batch != self.batches:
+            raise ValueError(f"batch {batch} given, expected batch {self.batches}")
+        codes = np.asarray(codes)
+        if len(codes) != len(kept):
+            raise ValueError(f"{len(codes)} code grids for {len(kept)} indices")
+        if len(codes):
+            if codes.min() < 0 or codes.max() >= self.codebook_size:
+                raise ValueError(f"codes must lie in [0, {self.codebook_size}), got range [{codes.min()}, {codes.max()}]")
+            if self.grid is None:
+                self.grid = (int(codes.shape[1]), int(codes.shape[2]))
+                self._open("w+")
+            assert self._codes is not None and self._index is not None
+            self._codes[self.rows : self.rows + len(codes)] = codes.astype(self.dtype)
+            self._index[self.rows : self.rows + len(codes)] = np.asarray(kept, dtype=np.int64)
+            self._codes.flush()
+            self._index.flush()
+        self.batches, self.rows = self.batches + 1, self.rows + len(codes)
+        self.skipped += [int(i) for i in skipped]
+        state = {"job": self.job, "capacity": self.capacity, "batches": self.batches, "rows": self.rows, "grid": self.grid, "skipped": self.skipped}
+        write_json(self.path / PROGRESS_FILE, state)
+
+    def finish(self, labels: np.ndarray | None = None, **meta: Any) -> Path:
+        """Trim to the rows written, write ``labels.npy`` (labels of every source index; the kept rows are stored)
+        and then ``meta.json`` (extra keyword arguments go into it)."""
+        if self.grid is None or self._codes is None or self._index is None:
+            raise ValueError(f"{self.path}: no codes were written")
+        self._codes, self._index = self._trim(self._codes, "codes.npy"), self._trim(self._index, "source_index.npy")
+        full_meta = {
+            "format": FORMAT_NAME, "version": FORMAT_VERSION, "codebook_size": self.codebook_size, "h": self.grid[0], "w": self.grid[1],
+            "count": self.rows, "dtype": self.dtype.name, "codes_sha256": _array_sha256(self._codes), **meta,
+        }  # fmt: skip
+        if labels is not None:
+            kept = np.asarray(labels)[np.asarray(self._index)]
+            with atomic_path(self.path / "labels.npy") as tmp, tmp.open("wb") as handle:
+                np.save(handle, kept)
+            full_meta["labels_shape"] = list(kept.shape)
+        write_json(self.path / "meta.json", full_meta)
+        (self.path / PROGRESS_FILE).unlink(missing_ok=True)
+        return self.path
+
+    def _trim(self, array: np.memmap, name: str, rows: int = 4096) -> np.memmap:
+        """``array[:self.rows]`` as the whole file ``name`` (copied in chunks into a new file, then renamed)."""
+        if len(array) == self.rows:
+            return array
+        with atomic_path(self.path / name) as tmp:
+            out = np.lib.format.open_memmap(tmp, "w+", array.dtype, (self.rows, *array.shape[1:]))
+            for start in range(0, self.rows, rows):
+                out[start : start + rows] = array[start : min(self.rows, start + rows)]
+            out.flush()
+            del out
+        return np.load(self.path / name, mmap_mode="r+", allow_pickle=False)

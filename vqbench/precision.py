@@ -92,3 +92,16 @@ def inference_weights(module: torch.nn.Module, precision: str) -> Iterator[None]
     finally:
         for param, data in originals.items():
             param.data = data
+
+
+def compile_networks(module: torch.nn.Module) -> list[str]:
+    """``torch.compile`` every network of a prior in place (``Module.compile``: parameter names and checkpoints are
+    unchanged), descending through module lists; returns the names of the compiled modules."""
+    compiled = []
+    for name, child in module.named_children():
+        if isinstance(child, (torch.nn.ModuleList, torch.nn.ModuleDict)):
+            compiled += [f"{name}.{sub}" for sub in compile_networks(child)]
+        elif any(True for _ in child.parameters()):
+            child.compile()
+            compiled.append(name)
+    return compiled

@@ -11,7 +11,9 @@ import pandas as pd
 
 from .errors import DataError
 from .io import read_json, write_text
+from .plots import plot_section
 from .report_tables import LATEX_PREAMBLE, build_table, to_latex, to_markdown
+from .verdicts import claims_table
 
 EXTRA_COLUMNS = {"parameters_m": {"direction": "none", "label": "params (M)", "digits": 2, "group": "speed"}}
 GROUP_TITLES = {"generation": "Generation quality", "speed": "Sampling speed and size", "inpainting": "Inpainting"}
@@ -118,6 +120,11 @@ def write_report(out: str | Path, mark_near: bool = False) -> dict[str, Path]:
         md += ["", f"## {title}", "", f"{sizes}.", "", to_markdown(table, mark_near)]
         caption = f"{protocol['benchmark']}: {title.lower()}. {sizes}; {feature_note(protocol)}; mean ± std over seeds, best in bold."
         tex.append(to_latex(table, caption, f"tab:{protocol['benchmark']}-{group}", mark_near))
+    if protocol.get("claims"):
+        claims = claims_table(protocol["claims"], long, columns, out)
+        write_text(out / "claims.csv", claims.to_csv(index=False))
+        md += ["", "## Claims", "", claims.to_markdown(index=False)]
+    md += plot_section(out, long)
     md += ["", "## Samples", "", sample_links(out).to_markdown(index=False)]
     md += ["", "## Settings", "", settings_table(out).to_markdown(index=False)]
     md += [""] + [f"- failed: `{f['cell']}`: {f['error']}" for f in failed]

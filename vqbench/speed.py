@@ -12,7 +12,7 @@ import torch
 from .config import parse
 from .metrics.timing import PeakMemory, Stopwatch, synchronize
 from .plugins import registries
-from .precision import inference_weights, make_autocast
+from .precision import compile_networks, inference_weights, make_autocast
 from .runner.data import trainable
 
 
@@ -31,15 +31,23 @@ def _timed(fn, device: torch.device, min_seconds: float, min_runs: int = 3) -> t
 def measure(
     prior_name: str, params: dict[str, Any], shape: tuple[int, int], codebook_size: int, batch: int, samples: int,
     options: dict[str, Any], precision: str, device: torch.device, decode_preset: str | None = None, seed: int = 0,
-    min_seconds: float = 2.0,
+    min_seconds: float = 2.0, compile: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     regs = registries()
     cls = regs.priors.get(prior_name, "prior")
     torch.manual_seed(seed)
     prior = cls(parse(cls.Config, params, "params"), codebook_size, shape).to(device).eval()
+    if compile:
+        compile_networks(prior)
     autocast = make_autocast(device, precision)
     n_tokens = shape[0] * shape[1]
-    row: dict[str, Any] = {"prior": prior_name, "precision": precision, "batch": batch, "params_m": sum(p.numel() for p in prior.parameters()) / 1e6}
+    row: dict[str, Any] = {
+        "prior": prior_name,
+        "precision": precision,
+        "compiled": compile,
+        "batch": batch,
+        "params_m": sum(p.numel() for p in prior.parameters()) / 1e6,
+    }
     net = getattr(prior, "net", None)
     generator = torch.Generator(device=device).manual_seed(seed)
     with inference_weights(prior, precision):
@@ -51,6 +59,8 @@ def measure(
         row |= _sample_rate(prior, shape, batch, samples, options, autocast, generator, device, seed)
     if decode_preset:
         tok = trainable(regs.tokenizers.get("vqgan"), "vqgan").from_preset(decode_preset).to(device).eval()
+        if compile:
+            compile_networks(tok)
         codes = torch.randint(codebook_size, (1, *shape), device=device)
         seconds, _ = _timed(lambda: tok.decode(codes), device, min_seconds, min_runs=2)
         row.update(decode_s_per_img=seconds, total_s_per_img=row["sample_s_per_img"] + seconds)

@@ -37,13 +37,17 @@ def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.
     return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
 
 
-def diff_augment(x: torch.Tensor, generator: torch.Generator, translation: float = 0.125) -> torch.Tensor:
+def diff_augment(x: torch.Tensor, generator: torch.Generator, translation: float = 0.125, rows: tuple[int, int] | None = None) -> torch.Tensor:
     """Differentiable colour (brightness, saturation, contrast) and translation augmentation (DiffAugment),
-    drawn independently per image; applied to every discriminator input, real and reconstructed."""
+    drawn independently per image; applied to every discriminator input, real and reconstructed. ``rows=(first,
+    total)``: ``x`` is rows first… of a batch of ``total`` (one data-parallel rank's shard); the draws are those of
+    the whole batch, so the result does not depend on how it was split."""
     b = x.shape[0]
+    first, total = rows if rows is not None else (0, b)
 
     def rand(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=generator, device="cpu").to(x.device, x.dtype)
+        drawn = torch.rand(total, *shape[1:], generator=generator, device="cpu")[first : first + b]
+        return drawn.to(x.device, x.dtype)
 
     x = x + (rand(b, 1, 1, 1) - 0.5)
     mean = x.mean(dim=1, keepdim=True)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from ..distributed import gather_batches, world
 from ..interfaces import FeatureExtractor
 from ..io import load_torch, save_torch
 
@@ -28,6 +29,38 @@ def extract_features(
                 raise TypeError(f"feature extraction expects uint8 images, got {images.dtype}")
             out.append(extractor(images.to(device)).double().cpu())
             bar.update(len(images))
+    return torch.cat(out) if out else torch.zeros(0, extractor.dims, dtype=torch.float64)
+
+
+@torch.inference_mode()
+def extract_features_split(
+    extractor: FeatureExtractor, batches: Callable[[Sequence[int]], Iterable[torch.Tensor]], count: int, device: torch.device,
+    total: int | None = None, desc: str = "features",
+) -> torch.Tensor | None:  # fmt: skip
+    """Features of ``count`` batches split across ranks: rank r extracts batches r, r + N, … from ``batches(numbers)``
+    (which yields the uint8 images of those batch numbers, in order, e.g. ``DataBundle.reference_batches(...,
+    batches=numbers)``), and rank 0 returns all features (N×D float64, in batch order, the same as one process);
+    the other ranks return None. One process: ``extract_features`` over every batch."""
+    w = world()
+    if not w.active:
+        return extract_features(extractor, batches(range(count)), device, total, desc)
+    rounds = list(w.rounds(count))
+    images = iter(batches([b for b in rounds if b is not None]))
+    out = []
+    with tqdm(total=total, desc=desc, unit="img", leave=False, disable=not w.main) as bar:
+        for b in rounds:
+            mine = []
+            if b is not None:
+                batch = next(images)
+                if batch.dtype != torch.uint8:
+                    raise TypeError(f"feature extraction expects uint8 images, got {batch.dtype}")
+                mine.append((b, extractor(batch.to(device)).double().cpu()))
+            gathered = gather_batches(mine)
+            if gathered is not None:
+                out.extend(gathered)
+                bar.update(sum(len(f) for f in gathered))
+    if not w.main:
+        return None
     return torch.cat(out) if out else torch.zeros(0, extractor.dims, dtype=torch.float64)
 
 

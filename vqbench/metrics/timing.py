@@ -61,19 +61,50 @@ class PeakMemory:
 
 
 class Stopwatch:
-    """Accumulates synchronised wall-clock seconds over several ``with`` blocks."""
+    """Accumulates seconds over several ``with`` blocks: CUDA events on a GPU (device time of the queued work),
+    synchronised wall-clock time elsewhere."""
 
     def __init__(self, device: torch.device):
         self.device, self.seconds = device, 0.0
 
     def __enter__(self) -> Stopwatch:
-        synchronize(self.device)
-        self._start = time.perf_counter()
+        if self.device.type == "cuda":
+            self._events = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            self._events[0].record()
+        else:
+            self._start = time.perf_counter()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        synchronize(self.device)
-        self.seconds += time.perf_counter() - self._start
+        if self.device.type == "cuda":
+            self._events[1].record()
+            self._events[1].synchronize()
+            self.seconds += self._events[0].elapsed_time(self._events[1]) / 1000
+        else:
+            self.seconds += time.perf_counter() - self._start
+
+
+class Marks:
+    """Seconds between consecutive marks of one pass: CUDA events on a GPU (read once, after the last mark),
+    ``clock`` elsewhere."""
+
+    def __init__(self, device: torch.device, clock: Callable[[], float]):
+        self.device, self.clock = device, clock
+        self._marks: list[Any] = []
+
+    def mark(self) -> None:
+        if self.device.type == "cuda":
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self._marks.append(event)
+        else:
+            self._marks.append(self.clock())
+
+    def intervals(self) -> list[float]:
+        if self.device.type == "cuda":
+            self._marks[-1].synchronize()
+            return [a.elapsed_time(b) / 1000 for a, b in zip(self._marks, self._marks[1:])]
+        return [b - a for a, b in zip(self._marks, self._marks[1:])]
 
 
 def time_sampling(
@@ -104,16 +135,17 @@ def time_sampling(
 
     def one_batch(g: torch.Generator) -> tuple[float, float]:
         synchronize(device)
-        start = clock()
+        marks = Marks(device, clock)
+        marks.mark()
         with autocast():
             codes = prior.sample(batch_size, shape, g, labels=batch_labels, **options)
-        synchronize(device)
-        middle = clock()
+        marks.mark()
         if tokenizer is not None:
             with autocast():
                 tokenizer.decode(codes)
-            synchronize(device)
-        return middle - start, clock() - middle
+        marks.mark()
+        sample, decode = marks.intervals()
+        return sample, decode
 
     sample_s, decode_s = [], []
     with torch.inference_mode(), contextlib.ExitStack() as stack:

@@ -12,22 +12,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import distributed
 from .. import nn as vqbench_nn
 from .. import sampling as vqbench_sampling
 from ..config import parse, to_dict
 from ..images import save_grid, save_inpainting_strip
 from ..interfaces import Prior
-from ..io import atomic_path, fingerprint, load_torch, read_json, save_torch, write_json
+from ..io import atomic_path, fingerprint, load_torch, read_json, save_torch, write_json, write_text
 from ..metrics.features import FeatureSet
 from ..plugins import Registries
-from ..precision import inference_weights
+from ..precision import compile_networks, inference_weights
 from ..provenance import code_digest, package_versions
 from ..report import flatten
 from ..training import StepLoop
 from .data import DataBundle
 from .evaluate import EvalContext, evaluate, generate_samples, sampling_labels
 from .schema import Benchmark, PriorSection, Variant
-from .train import train_prior
+from .train import CURVE_FILE, train_prior
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def cell_protocol(
     versions = package_versions()
     return {
         "prior": {"name": cell.section.name, "params": prior.describe(), "sampling": cell.section.sampling, "lr": cell.section.lr if cell.section.lr is not None else bench.budget.lr},
-        "seed": cell.seed, "budget": asdict(bench.budget), "sampling": asdict(bench.sampling), "precision": bench.precision,
+        "seed": cell.seed, "budget": asdict(bench.budget), "sampling": asdict(bench.sampling), "precision": bench.precision, "compile": bench.compile,
         "metrics": to_dict(bench.metrics),
         "data": {"train": data.train.meta.get("codes_sha256"), "test": data.test.meta.get("codes_sha256"), "tokenizer": (data.train.meta.get("tokenizer") or {}).get("checkpoint_sha256")},
         "reference": None if reference is None else {"description": reference.extractor.description, "count": len(reference.real)},
@@ -99,19 +100,11 @@ def run_cell(
     otherwise it is recomputed (the differing keys are logged)."""
     folder = cell.directory(out)
     protocol = cell_protocol(cell, bench, regs, data, metrics, reference)
-    if (folder / "metrics.json").is_file():
-        stored = read_json(folder / "metrics.json")
-        retry = sorted((stored.get("info") or {}).get("failed_metrics") or {})
-        if stored.get("fingerprint") == fingerprint(protocol) and not retry:
-            log.info("cell %s already finished: skipped", cell.id)
-            return {"status": "skipped"}
-        if retry:
-            log.info("cell %s: metrics %s failed last time: recomputing", cell.id, ", ".join(retry))
-        changed = protocol_changes(stored.get("protocol") or {}, protocol)
-        if changed:
-            shown = ", ".join(changed[:8]) + (" …" if len(changed) > 8 else "")
-            log.warning("cell %s was computed under other settings (%s): recomputing", cell.id, shown)
-        (folder / "metrics.json").unlink()
+    world = distributed.world()
+    if distributed.broadcast(world.main and _finished(cell, folder, protocol)):  # rank 0 decides for every rank
+        return {"status": "skipped"}
+    if not world.main:
+        return _run(cell, bench, regs, data, metrics, reference, folder, cache, device, autocast)
     folder.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(folder / "log.txt")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -123,6 +116,25 @@ def run_cell(
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+def _finished(cell: Cell, folder: Path, protocol: dict[str, Any]) -> bool:
+    """True when the cell's stored results were computed under ``protocol``; otherwise any stale result is removed."""
+    if not (folder / "metrics.json").is_file():
+        return False
+    stored = read_json(folder / "metrics.json")
+    retry = sorted((stored.get("info") or {}).get("failed_metrics") or {})
+    if stored.get("fingerprint") == fingerprint(protocol) and not retry:
+        log.info("cell %s already finished: skipped", cell.id)
+        return True
+    if retry:
+        log.info("cell %s: metrics %s failed last time: recomputing", cell.id, ", ".join(retry))
+    changed = protocol_changes(stored.get("protocol") or {}, protocol)
+    if changed:
+        shown = ", ".join(changed[:8]) + (" …" if len(changed) > 8 else "")
+        log.warning("cell %s was computed under other settings (%s): recomputing", cell.id, shown)
+    (folder / "metrics.json").unlink()
+    return False
 
 
 def training_key(prior: Prior, lr: float, bench: Benchmark, seed: int, data: DataBundle) -> str:
@@ -145,31 +157,46 @@ def train_or_reuse(
         prior.fit(data.train.tensor().to(device))
         return {"steps": 0, "train_minutes": (time.monotonic() - started) / 60, "final_loss": float("nan")}
     shared = cache / "priors" / f"{cell.section.name}-{training_key(prior, lr, bench, cell.seed, data)}.pt"
-    if shared.is_file():
+    curve = shared.with_suffix(".csv")
+    main = distributed.world().main
+    if distributed.broadcast(shared.is_file()):  # every rank reads the shared cache
         state = load_torch(shared, map_location=device)
         prior.load_state_dict(state["state_dict"])
         log.info("trained weights reused from %s (same prior, data, budget and seed)", shared)
-        return {**state["info"], "reused_training": shared.name}
-    info = train_prior(prior, data.train, bench.budget, lr, cell.seed, folder / "train_state.pt", device, autocast)
-    save_torch(shared, {"state_dict": prior.state_dict(), "info": info})
-    return info
+        if main and curve.is_file():
+            write_text(folder / CURVE_FILE, curve.read_text())
+        return {**state["info"], "reused_training": shared.name, "training": shared.stem}
+    info = train_prior(prior, data.train, bench.budget, lr, cell.seed, folder / "train_state.pt", device, autocast, validation=data.test)
+    if main:
+        save_torch(shared, {"state_dict": prior.state_dict(), "info": info})
+        if (folder / CURVE_FILE).is_file():
+            write_text(curve, (folder / CURVE_FILE).read_text())
+    return {**info, "training": shared.stem}
 
 
 def _run(cell, bench, regs, data, metrics, reference, folder, cache, device, autocast) -> dict[str, Any]:
     torch.manual_seed(cell.seed)
     prior = build_prior(cell, regs, data, device)
+    if bench.compile:
+        log.info("compiled networks: %s", ", ".join(compile_networks(prior)) or "none")
     lr = cell.section.lr if cell.section.lr is not None else bench.budget.lr
     resolved = {
         "prior": cell.section.name, "label": cell.variant.label, "variant": cell.variant.name, "seed": cell.seed,
         "params": prior.describe(), "sampling": cell.section.sampling, "lr": lr, "budget": asdict(bench.budget),
         "parameters": count_parameters(prior), "latent_shape": list(data.latent_shape), "codebook_size": data.codebook_size,
     }  # fmt: skip
-    write_json(folder / "config.json", resolved)
+    main = distributed.world().main
+    if main:
+        write_json(folder / "config.json", resolved)
     info = train_or_reuse(prior, cell, bench, data, lr, folder, cache, device, autocast)
-    save_torch(folder / "prior.pt", {"config": to_dict(prior.config), "state_dict": prior.state_dict()})
+    if main:
+        save_torch(folder / "prior.pt", {"config": to_dict(prior.config), "state_dict": prior.state_dict()})
     prior.eval()
     with inference_weights(prior, bench.precision):  # sampling and every metric run at the benchmark's precision
-        values, columns, ctx = _sample_and_evaluate(prior, cell, bench, data, metrics, reference, folder, device, autocast)
+        evaluated = _sample_and_evaluate(prior, cell, bench, data, metrics, reference, folder, device, autocast)
+    if evaluated is None:  # a rank other than 0: its share of the sampling is done, rank 0 evaluates
+        return {"status": "done", "values": {}, "failed_metrics": []}
+    values, columns, ctx = evaluated
     if ctx.artifacts:
         save_inpainting_strip(folder / "inpainting.png", ctx.artifacts)
     info |= {
@@ -194,10 +221,17 @@ def _run(cell, bench, regs, data, metrics, reference, folder, cache, device, aut
 def _sample_and_evaluate(prior, cell, bench, data, metrics, reference, folder, device, autocast):
     """Sampling, samples.npy and samples.png, then every metric (sample time is measured by its metric)."""
     labels = sampling_labels(bench.sampling, data, bench.sampling.num_samples)
-    samples, images, timing = generate_samples(
+    extract = None
+    if reference is not None and data.tokenizer is not None:
+        extractor, size = reference.extractor, bench.metrics.batch_size
+        extract = lambda images: torch.cat([extractor(x.to(device)) for x in images.split(size)])  # noqa: E731
+    drawn = generate_samples(
         prior, data.tokenizer, bench.sampling.num_samples, bench.sampling.batch_size, cell.seed, device, autocast,
-        cell.section.sampling, labels,
+        cell.section.sampling, labels, extract=extract,
     )  # fmt: skip
+    if not distributed.world().main:
+        return None
+    samples, images, timing = drawn.codes, drawn.images, drawn.info
     with atomic_path(folder / "samples.npy") as tmp, open(tmp, "wb") as handle:
         np.save(handle, samples.numpy().astype(np.int32))
     ctx = EvalContext(
@@ -207,7 +241,7 @@ def _sample_and_evaluate(prior, cell, bench, data, metrics, reference, folder, d
     if reference is not None and data.tokenizer is not None:
         ctx.features = FeatureSet(
             reference.extractor, reference.real, lambda: (images.split(bench.metrics.batch_size) if images is not None else _decoded(ctx, samples)),
-            device, len(samples),
+            device, len(samples), drawn.features,
         )  # fmt: skip
         shown = images if images is not None else ctx.decode(samples[: bench.sampling.grid_size**2])
         save_grid(folder / "samples.png", shown, bench.sampling.grid_size)

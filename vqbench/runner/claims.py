@@ -88,3 +88,15 @@ def claim_cell(folder: Path, heartbeat: float = 30.0, stale_after: float = 300.0
         thread.join()
         if _read(path).get("token") == token:
             path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def exclusive(folder: Path, poll: float = 1.0) -> Iterator[None]:
+    """Hold the claim on ``folder`` for the block, waiting while another job holds it (a killed job's stale claim is
+    taken over as for cells). Guards shared work that must not run twice at once, e.g. writing one latent dataset."""
+    while True:
+        with claim_cell(folder) as claim:
+            if claim.held:
+                yield
+                return
+        time.sleep(poll)

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .. import latents as latent_io
 from ..config import parse, required, to_dict
+from ..distributed import barrier, broadcast, world
 from ..errors import ConfigError
 from ..interfaces import ImageSource, LatentSource, Tokenizer, TrainableTokenizer, float_to_uint8
 from ..io import fingerprint, read_json, sha256_file, write_json
@@ -24,6 +27,8 @@ from ..metrics.latent_stats import codebook_stats
 from ..metrics.lpips_net import load_lpips
 from ..plugins import Registries
 from ..provenance import code_digest
+from ..streaming import ImageBatch, batch_count, loader, map_batches, note_skipped, stream_batches
+from .claims import exclusive
 from .schema import Benchmark
 
 log = logging.getLogger(__name__)
@@ -38,6 +43,7 @@ class DataBundle:
     test_indices: np.ndarray | None = None  # image index of every test latent (aligned with test codes)
     tokenizer_info: dict[str, Any] = field(default_factory=dict)
     image_metrics_off: str | None = None  # why image-level metrics are skipped, if they are
+    workers: int | None = None  # image loader processes (None: ``streaming.default_workers()``)
 
     @property
     def latent_shape(self) -> tuple[int, int]:
@@ -53,16 +59,27 @@ class DataBundle:
             return "real held-out images"
         return "decoded held-out latents (no image dataset given)"
 
-    def reference_batches(self, count: int, batch_size: int, decode: Callable[[torch.Tensor], torch.Tensor], first: int = 0):
-        """Yield (uint8 images, codes) for ``count`` held-out items from item ``first`` on, ``batch_size`` at a time."""
+    def reference_batch_count(self, count: int, batch_size: int, first: int = 0) -> int:
+        """How many batches ``reference_batches`` yields for these arguments."""
+        return batch_count(max(0, min(first + count, len(self.test)) - first), batch_size)
+
+    def reference_batches(
+        self, count: int, batch_size: int, decode: Callable[[torch.Tensor], torch.Tensor], first: int = 0, batches: Sequence[int] | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (uint8 images, codes) for ``count`` held-out items from item ``first`` on, ``batch_size`` at a time
+        (only batch numbers ``batches``, in that order, when given). Real images stream through the loader
+        (``workers`` processes read ahead)."""
         n = min(first + count, len(self.test))
-        for start in range(first, n, batch_size):
-            stop = min(n, start + batch_size)
-            codes = self.test.tensor(slice(start, stop))
-            if self.source is not None and self.test_indices is not None:
-                images, _ = self.source.batch(self.test_indices[start:stop])
-                yield float_to_uint8(images), codes
-            else:
+        numbers = list(range(batch_count(max(0, n - first), batch_size)) if batches is None else batches)
+        spans = [(first + b * batch_size, min(n, first + (b + 1) * batch_size)) for b in numbers]
+        if self.source is not None and self.test_indices is not None:
+            lists = [self.test_indices[start:stop].tolist() for start, stop in spans]
+            images = loader(self.source, lists, workers=self.workers) if lists else iter(())
+            for (start, stop), batch in zip(spans, images):
+                yield batch.images, self.test.tensor(slice(start, stop))
+        else:
+            for start, stop in spans:
+                codes = self.test.tensor(slice(start, stop))
                 yield decode(codes), codes
 
     def reference_images(self, count: int, decode: Callable[[torch.Tensor], torch.Tensor], start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,7 +109,7 @@ def prepare_data(bench: Benchmark, regs: Registries, cache: Path, device: torch.
     tokenizer, tok_file, tok_info = _tokenizer(bench, regs, source, train_idx, cache, device, autocast)
     tok_sha = sha256_file(tok_file)
     labels = source.labels()
-    common = {
+    common: dict[str, Any] = {
         "tokenizer": {"name": required(bench.tokenizer, "tokenizer").name, "config": tokenizer.config_dict(), "checkpoint_sha256": tok_sha},
         "source": {"dataset": ds.name, "fingerprint": source.fingerprint(), "resolution": ds.resolution},
     }
@@ -100,17 +117,20 @@ def prepare_data(bench: Benchmark, regs: Registries, cache: Path, device: torch.
     for split_name, idx in (("train", train_idx), ("test", test_idx)):
         key = fingerprint(tok_sha, source.fingerprint(), split, split_name)
         path = cache / "latents" / f"{ds.name}-{split_name}-{key}"
-        if not (path / "meta.json").is_file():
-            codes, kept = encode_images(tokenizer, source, idx, device, desc=f"encode {split_name}")
-            latent_io.write(
-                path, codes, tokenizer.codebook_size, labels=None if labels is None else labels[kept],
-                split={**split, "name": split_name}, source_indices_sha256=fingerprint(kept.tolist()),
-                skipped_unreadable=sorted(int(i) for i in set(idx.tolist()) - set(kept.tolist())), **common,
-            )  # fmt: skip
-            np.save(path / "source_index.npy", kept)
+        if not broadcast((path / "meta.json").is_file()):
+            # rank 0 holds the dataset's lock while the ranks encode, so concurrent jobs sharing the cache never
+            # write one memory-mapped file at once; a job that waited finds the dataset finished
+            with exclusive(cache / "locks" / path.name) if world().main else contextlib.nullcontext():
+                if not broadcast((path / "meta.json").is_file()):
+                    encode_latents(
+                        path, tokenizer, source, idx, device, job=key, labels=labels, desc=f"encode {split_name}",
+                        meta={**common, "split": {**split, "name": split_name}},
+                    )  # fmt: skip
         sets[split_name] = latent_io.open(path)
     test_index = np.load(sets["test"].path / "source_index.npy")
-    info = _tokenizer_quality(tokenizer, source, test_index, sets["train"], device, cache, tok_sha) | tok_info
+    quality = _tokenizer_quality(tokenizer, source, test_index, sets["train"], device, cache, tok_sha) if world().main else None
+    shared: dict[str, Any] | None = broadcast(quality)
+    info: dict[str, Any] = {**(shared or {}), **tok_info}
     return DataBundle(sets["train"], sets["test"], tokenizer, source, test_index, info)
 
 
@@ -150,28 +170,86 @@ def _tokenizer(bench, regs, source, train_idx, cache, device, autocast) -> tuple
         torch.manual_seed(tc.seed)
         model = tok_cls.from_preset(tc.preset or "", tc.params)
         stats = tok_cls.fit(model, source, train_idx, train_cfg, checkpoint=folder / "train_state.pt", seed=tc.seed, device=device, autocast=autocast)
-    model.save(final)
     info = {"origin": f"trained preset {tc.preset}", "train": stats}
-    write_json(folder / "train.json", info)
+    if world().main:
+        model.save(final)
+        write_json(folder / "train.json", info)
+    barrier()
     return model.eval(), final, info
 
 
-@torch.inference_mode()
+def _encoder(tokenizer: Tokenizer, device: torch.device) -> Callable[[ImageBatch], tuple[torch.Tensor | None, list[int], list[tuple[int, str]]]]:
+    def encode(batch: ImageBatch) -> tuple[torch.Tensor | None, list[int], list[tuple[int, str]]]:
+        with torch.inference_mode():
+            codes = tokenizer.encode(batch.floats().to(device)).cpu() if batch.kept else None
+        return codes, batch.kept, batch.skipped
+
+    return encode
+
+
+def encode_batches(
+    tokenizer: Tokenizer, source: ImageSource, indices: np.ndarray, device: torch.device, batch_size: int = 64, *,
+    start: int = 0, workers: int | None = None, desc: str = "encode",
+) -> Iterator[tuple[int, torch.Tensor | None, list[int], list[int]]]:  # fmt: skip
+    """(b, codes or None, kept indices, unreadable indices) for batches ``start…`` of ``indices``, in order, on rank 0
+    (batch b is encoded on rank b mod N; the other ranks yield nothing). Images stream through the loader."""
+    w = world()
+    total = max(0, batch_count(len(indices), batch_size) - start)
+    pin = device.type == "cuda"
+    with tqdm(total=total, desc=desc, unit="batch", leave=False, disable=not w.main) as bar:
+        for b, (codes, kept, skipped) in map_batches(source, indices, batch_size, _encoder(tokenizer, device), start=start, workers=workers, pin=pin):
+            note_skipped(source, skipped)
+            bar.update(1)
+            yield b, codes, kept, [i for i, _ in skipped]
+
+
 def encode_images(
-    tokenizer: Tokenizer, source: ImageSource, indices: np.ndarray, device: torch.device, batch_size: int = 64, desc: str = "encode"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Codes (N×h×w) of the readable images among ``indices`` and the indices kept."""
+    tokenizer: Tokenizer, source: ImageSource, indices: np.ndarray, device: torch.device, batch_size: int = 64, desc: str = "encode",
+    workers: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Codes (N×h×w) of the readable images among ``indices`` and the indices kept (in memory; rank 0 gets them, the
+    other ranks empty arrays). ``encode_latents`` writes to disk instead, resumably."""
     codes, kept = [], []
-    for start in tqdm(range(0, len(indices), batch_size), desc=desc, unit="batch", leave=False):
-        images, ok = source.batch(indices[start : start + batch_size])
-        if ok:
-            codes.append(tokenizer.encode(images.to(device)).cpu())
-            kept.extend(ok)
+    for _, batch_codes, batch_kept, _ in encode_batches(tokenizer, source, indices, device, batch_size, workers=workers, desc=desc):
+        if batch_codes is not None:
+            codes.append(batch_codes)
+            kept.extend(batch_kept)
     if source.skipped:
         log.warning("%d unreadable images were skipped", len(source.skipped))
-    if not kept:
+    if not broadcast(bool(kept)):
         raise ConfigError("dataset", "no readable images in this split")
+    if not world().main:
+        return np.zeros((0, 0, 0), dtype=np.int64), np.zeros(0, dtype=np.int64)
     return torch.cat(codes).numpy(), np.asarray(kept, dtype=np.int64)
+
+
+def encode_latents(
+    path: Path, tokenizer: Tokenizer, source: ImageSource, indices: np.ndarray, device: torch.device, batch_size: int = 64, *,
+    job: str = "", meta: dict[str, Any] | None = None, labels: np.ndarray | None = None, workers: int | None = None, desc: str = "encode",
+) -> Path:  # fmt: skip
+    """Encode ``source[indices]`` into the latent dataset at ``path`` batch by batch (memory-mapped, resumable: an
+    interrupted encode continues after its last complete batch). ``job`` names the inputs (tokenizer and source
+    hashes); progress left by another job is discarded. ``labels`` are the source's labels (the kept rows are stored);
+    ``meta`` goes into meta.json with ``skipped_unreadable`` and ``source_indices_sha256``. Under torchrun every rank
+    encodes its share and rank 0 alone writes; every rank returns once the dataset is finished."""
+    job = fingerprint(job, batch_size, len(indices), hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest())
+    writer = latent_io.LatentWriter(path, len(indices), tokenizer.codebook_size, job) if world().main else None
+    start = broadcast(writer.batches if writer is not None else 0)
+    if start:
+        log.info("resuming encode of %s after batch %d", path, start)
+    for b, codes, kept, skipped in encode_batches(tokenizer, source, indices, device, batch_size, start=start, workers=workers, desc=desc):
+        assert writer is not None
+        writer.append(b, np.zeros((0, 0, 0), dtype=np.int64) if codes is None else codes.numpy(), kept, skipped)
+    if not broadcast(writer is None or writer.rows > 0):
+        raise ConfigError("dataset", "no readable images in this split")
+    if writer is not None:
+        if writer.skipped:
+            log.warning("%d unreadable images were skipped", len(writer.skipped))
+        index = np.load(path / "source_index.npy", mmap_mode="r")[: writer.rows]
+        extra = {"skipped_unreadable": sorted(set(writer.skipped)), "source_indices_sha256": fingerprint(np.asarray(index).tolist())}
+        writer.finish(labels, **{**extra, **(meta or {})})
+    barrier()
+    return path
 
 
 @torch.inference_mode()
@@ -185,18 +263,18 @@ def _tokenizer_quality(tokenizer, source, test_index, train_set, device, cache, 
     path = cache / "tokenizer-quality" / f"{tok_sha[:16]}-{source.fingerprint()}.json"
     if path.is_file():
         return read_json(path)
-    images, _ = source.batch(test_index[:count])
-    codes = torch.cat([tokenizer.encode(x.to(device)).cpu() for x in images.split(64)])
-    recon = decode_to_uint8(tokenizer, codes, device)
-    original = float_to_uint8(images)
     lpips_model, real = load_lpips("alex")
     lpips_model.to(device)
-    lp = torch.cat([lpips_model(a.to(device), b.to(device)).flatten().cpu() for a, b in zip(images.split(64), (recon.float() / 127.5 - 1).split(64))])
-    full = torch.ones(original.shape[0], *original.shape[2:], dtype=torch.bool)
+    psnr, lp = [], []
+    for _, batch in stream_batches(source, test_index[:count], 64, pin=device.type == "cuda"):  # one batch in memory at a time
+        images = batch.floats()
+        recon = decode_to_uint8(tokenizer, tokenizer.encode(images.to(device)).cpu(), device)
+        psnr.append(psnr_in_region(batch.images, recon, torch.ones(len(recon), *recon.shape[2:], dtype=torch.bool)))
+        lp.append(lpips_model(images.to(device), (recon.float() / 127.5 - 1).to(device)).flatten().cpu())
     usage = codebook_stats(train_set.tensor(), tokenizer.codebook_size)
     info = {
-        "recon_psnr": float(psnr_in_region(original, recon, full).mean()),
-        "recon_lpips": float(lp.mean()),
+        "recon_psnr": float(torch.cat(psnr).mean()),
+        "recon_lpips": float(torch.cat(lp).mean()),
         "recon_lpips_backbone": "pretrained" if real else "random (offline)",
         "codebook_size": tokenizer.codebook_size,
         "used_codes": int(usage["used_codes"]),

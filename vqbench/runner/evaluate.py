@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..config import parse, required
 from ..errors import ConfigError
 from ..interfaces import Prior, Tokenizer, float_to_uint8
@@ -27,6 +28,21 @@ def generator(device: torch.device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
+def batch_seed(seed: int, batch: int) -> int:
+    """Seed of sampling batch ``batch``: each batch has its own generator, so batches can run on any rank."""
+    return seed * 1_048_576 + batch
+
+
+@dataclass
+class Samples:
+    """A cell's samples as rank 0 holds them after sampling (other ranks hold an empty one)."""
+
+    codes: torch.Tensor
+    images: torch.Tensor | None  # uint8, None when not kept (too large) or without a tokenizer
+    info: dict[str, float]
+    features: torch.Tensor | None = None  # of the decoded images, when an extractor was given
+
+
 @torch.inference_mode()
 def generate_samples(
     prior: Prior,
@@ -39,29 +55,44 @@ def generate_samples(
     options: dict[str, Any],
     labels: torch.Tensor | None = None,
     keep_images_bytes: int = 1 << 30,
-) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, float]]:
+    extract: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Samples:
     """Sample ``n`` grids (and decode them) for the metrics; the network evaluations per sample are recorded here,
     wall-clock time by the ``sample_time`` metric (``vqbench.metrics.timing.time_sampling``).
 
-    Returns (codes, uint8 images or None when they would exceed ``keep_images_bytes``, {nfe, batch_size})."""
+    Batch b draws from its own generator (``batch_seed``); under torchrun rank r samples, decodes and (with
+    ``extract``) computes the image features of batches b ≡ r mod N, and rank 0 gathers everything in batch order,
+    so the result does not depend on the number of ranks. Images are kept while they fit in ``keep_images_bytes``."""
+    world = distributed.world()
     shape = prior.latent_shape
-    g = generator(device, seed)
-    codes, images, nfe = [], [], 0.0
-    keep = tokenizer is not None
-    with tqdm(total=n, desc="sample", unit="img", leave=False) as bar:
-        for start in range(0, n, batch_size):
+    starts = list(range(0, n, batch_size))
+    mine: list[tuple[int, dict[str, Any]]] = []
+    kept_bytes = 0
+    with tqdm(total=n, desc="sample", unit="img", leave=False, disable=not world.main) as bar:
+        for k in world.mine(len(starts)):
+            start = starts[k]
             b = min(batch_size, n - start)
             batch_labels = labels[start : start + b].to(device) if labels is not None else None
             with autocast():
-                batch = prior.sample(b, shape, g, labels=batch_labels, **options)
-            nfe += prior.last_nfe * b
-            codes.append(batch.cpu())
-            if keep and tokenizer is not None:
-                images.append(float_to_uint8(tokenizer.decode(batch.to(device))).cpu())
-                keep = sum(i.numel() for i in images) < keep_images_bytes
-            bar.update(b)
-    info = {"nfe": nfe / n, "batch_size": float(batch_size)}
-    return torch.cat(codes), (torch.cat(images) if keep and images else None), info
+                batch = prior.sample(b, shape, generator(device, batch_seed(seed, k)), labels=batch_labels, **options)
+            part: dict[str, Any] = {"codes": batch.cpu(), "nfe": prior.last_nfe * b}
+            if tokenizer is not None:
+                with autocast():
+                    images = float_to_uint8(tokenizer.decode(batch.to(device)))
+                if extract is not None:
+                    part["features"] = extract(images).double().cpu()
+                kept_bytes += images.numel()
+                part["images"] = images.cpu() if kept_bytes * world.size < keep_images_bytes else None
+            mine.append((k, part))
+            bar.update(b * world.size)
+    parts = distributed.gather_batches(mine)
+    if parts is None:
+        return Samples(torch.zeros(0, *shape, dtype=torch.long), None, {})
+    images_list = [p.get("images") for p in parts]
+    keep = tokenizer is not None and all(i is not None for i in images_list)
+    info = {"nfe": sum(p["nfe"] for p in parts) / n, "batch_size": float(batch_size)}
+    features = torch.cat([p["features"] for p in parts]) if extract is not None and tokenizer is not None else None
+    return Samples(torch.cat([p["codes"] for p in parts]), torch.cat(images_list) if keep else None, info, features)  # type: ignore[arg-type]
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import platform
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,16 +13,18 @@ from typing import Any
 
 import torch
 
+from .. import distributed
 from ..config import parse, required, to_dict
 from ..errors import ConfigError, TrainingDiverged
 from ..interfaces import LatentSource, Prior
-from ..io import fingerprint, read_json, sha256_file, write_json
-from ..metrics.features import FeatureSet, cached_features, extract_features
+from ..io import fingerprint, read_json, save_torch, sha256_file, write_json
+from ..metrics.features import FeatureSet, cached_features, extract_features, extract_features_split
 from ..plugins import Registries
 from ..precision import make_autocast, resolve_precision
 from ..provenance import code_digest, provenance
+from ..verdicts import check_claims
 from .cell import Cell, count_parameters, run_cell
-from .claims import claim_cell
+from .claims import Claim, claim_cell
 from .data import DataBundle, decode_to_uint8, prepare_data, split_indices, trainable
 from .evaluate import image_sampling, metric_configs, reference_split
 from .schema import Benchmark, cell_id, expand_variants
@@ -131,21 +133,32 @@ def reference_features(bench: Benchmark, regs: Registries, data: DataBundle, cac
     m = bench.metrics
     extractor_cls = regs.feature_extractors.get(m.feature_extractor, "metrics.feature_extractor")
     extractor = extractor_cls(weights=m.feature_weights, allow_random=m.allow_random_features, seed=m.feature_seed, key="metrics")
+    world = distributed.world()
+    for rank_group in (True, False):  # rank 0 first (it trains and caches what the extractor needs), then the others
+        if world.main == rank_group:
+            extractor.prepare(data, cache, device, key="metrics")
+        distributed.barrier()
     extractor.to(device).eval()
     n = reference_split(m, configured, len(data.test))  # the first n held-out items; inpainting takes the last ones
     content = data.source.fingerprint() if data.source is not None else data.test.meta["codes_sha256"]
-    weights = sha256_file(m.feature_weights) if m.feature_weights else extractor.description
+    weights = sha256_file(m.feature_weights) if m.feature_weights else extractor.description + extractor.weights_key
     code = code_digest(extractor, extract_features, core=False)
     key = fingerprint(m.feature_extractor, weights, data.reference_kind, content, data.test.meta["codes_sha256"], n, code)
-
+    path = cache / "features" / f"{m.feature_extractor}-{key}.pt"
     tokenizer = data.tokenizer
+    decode = lambda codes: decode_to_uint8(tokenizer, codes, device)  # noqa: E731
 
-    def compute() -> torch.Tensor:
-        decode = lambda codes: decode_to_uint8(tokenizer, codes, device)  # noqa: E731
-        batches = (images for images, _ in data.reference_batches(n, m.batch_size, decode))
-        return extract_features(extractor, batches, device, n, "real features")
+    def batches(mine: Sequence[int]) -> Iterator[torch.Tensor]:
+        return (images for images, _ in data.reference_batches(n, m.batch_size, decode, batches=mine))
 
-    real = cached_features(cache / "features" / f"{m.feature_extractor}-{key}.pt", compute)
+    if distributed.broadcast(path.is_file()):
+        real = cached_features(path, lambda: torch.zeros(0))
+    else:  # every rank extracts its share of the batches; rank 0 gathers and stores them
+        gathered = extract_features_split(extractor, batches, data.reference_batch_count(n, m.batch_size), device, n, "real features")
+        real = gathered if gathered is not None else torch.zeros(0, extractor.dims, dtype=torch.float64)
+        if world.main:
+            save_torch(path, {"features": real})
+    distributed.barrier()
     return FeatureSet(extractor, real, lambda: iter(()), device, 0)
 
 
@@ -175,6 +188,9 @@ def run_benchmark(
     configured = metric_configs(bench.metrics, regs, image_sampling(bench))
     preflight(bench, regs)  # bad input fails here, before anything is written
     device = resolve_device(device_name or bench.device)
+    world = distributed.init_from_env(device.type)  # under torchrun: join the other ranks (rank 0 writes)
+    if world.active and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
     requested = bench.precision
     precision, precision_reason = resolve_precision(requested, device)
     bench_as_given, bench = bench, replace(bench, precision=precision)  # caches and cells see the precision used
@@ -184,26 +200,32 @@ def run_benchmark(
     cache = Path(bench.cache or Path("results") / ".cache")
     out.mkdir(parents=True, exist_ok=True)
     outcome = RunOutcome(out)
-    with _log_to(out / "run.log"):
-        log.info("device %s, precision %s (%s)", device, precision, precision_reason)
-        write_json(out / "results.json", provenance(device) | {"benchmark": to_dict(bench_as_given), "precision": precision, "started": _now()})
+    with _log_to(out / "run.log") if world.main else contextlib.nullcontext():
+        log.info("device %s, precision %s (%s)%s", device, precision, precision_reason, f", {world.size} ranks" if world.active else "")
+        if world.main:
+            write_json(
+                out / "results.json",
+                provenance(device) | {"benchmark": to_dict(bench_as_given), "precision": precision, "started": _now(), "ranks": world.size},
+            )
         autocast = make_autocast(device, bench.precision)
         data = prepare_data(bench, regs, cache, device, autocast)
         reference = reference_features(bench, regs, data, cache, device)
-        write_json(
-            out / "protocol.json",
-            protocol(bench, data, reference, device)
-            | {
-                "precision_reason": precision_reason,
-                "precision_requested": requested,
-                "metric_settings": {name: to_dict(config) for name, (_, config) in configured.items()},
-            },
-        )
+        distributed.barrier()
+        if world.main:
+            write_json(
+                out / "protocol.json",
+                protocol(bench, data, reference, device)
+                | {
+                    "precision_reason": precision_reason,
+                    "precision_requested": requested,
+                    "metric_settings": {name: to_dict(config) for name, (_, config) in configured.items()},
+                },
+            )
         for i, cell in enumerate(cells, 1):
             if shard is not None and (i - 1) % shard[1] != shard[0]:
                 continue
             log.info("cell %d/%d: %s", i, len(cells), cell.id)
-            with claim_cell(cell.directory(out)) as claim:
+            with _claim(cell.directory(out), world) as claim:
                 if not claim.held:
                     log.info("cell %s is being computed by %s: left to it", cell.id, claim.owner)
                     outcome.elsewhere[cell.id] = claim.owner
@@ -216,12 +238,25 @@ def run_benchmark(
                 except TrainingDiverged as err:
                     outcome.failures[cell.id] = str(err)
                     log.error("cell %s stopped: %s", cell.id, err)
-                    write_json(cell.directory(out) / "failed.json", {"cell": cell.id, "error": str(err)})
-        write_report(out)
-        results = read_json(out / "results.json")
-        write_json(out / "results.json", results | {"finished": _now(), "failures": outcome.failures})
-        (log.error if outcome.failures else log.info)(outcome.summary())
+                    if world.main:
+                        write_json(cell.directory(out) / "failed.json", {"cell": cell.id, "error": str(err)})
+        if world.main:
+            write_report(out)
+            results = read_json(out / "results.json")
+            write_json(out / "results.json", results | {"finished": _now(), "failures": outcome.failures})
+            (log.error if outcome.failures else log.info)(outcome.summary())
+        distributed.barrier()
     return outcome
+
+
+@contextlib.contextmanager
+def _claim(folder: Path, world: distributed.World) -> Iterator[Claim]:
+    """Claim a cell for this job: rank 0 holds the claim, every rank learns its outcome."""
+    if not world.main:
+        yield distributed.broadcast(Claim(False))
+        return
+    with claim_cell(folder) as claim:
+        yield distributed.broadcast(claim)
 
 
 def _now() -> str:
@@ -250,6 +285,7 @@ def protocol(bench: Benchmark, data: DataBundle, reference: FeatureSet | None, d
             "reference": data.reference_kind,
         },
         "image_metrics_off": data.image_metrics_off,
+        "claims": [to_dict(claim) for claim in bench.claims],
         "device": f"{device.type}"
         + (
             f" ({torch.cuda.get_device_name(device)})"
@@ -281,8 +317,10 @@ def _log_to(path: Path) -> Iterator[None]:
 
 def preflight(bench: Benchmark, regs: Registries) -> None:
     """Check every path and plugin name before anything is written."""
-    plan_cells(bench, regs)
+    cells = plan_cells(bench, regs)
     configured = metric_configs(bench.metrics, regs, image_sampling(bench))
+    directions = {name: col.direction for metric, config in configured.values() for name, col in metric.columns(config).items()}
+    check_claims(bench.claims, list(dict.fromkeys(cell.variant.row for cell in cells)), directions)
     checks = []
     if bench.tokenizer is not None:
         tok_cls = regs.tokenizers.get(bench.tokenizer.name, "tokenizer.name")

@@ -14,6 +14,7 @@ import yaml
 from ..config import in_unit_interval, parse, positive, set_dotted
 from ..errors import ConfigError, DataError
 from ..registry import did_you_mean
+from ..verdicts import ClaimSection
 
 DEFAULT_METRICS = ["fid", "kid", "prdc", "nll", "latent_stats", "sample_time", "inpainting"]
 
@@ -79,11 +80,14 @@ class BudgetSection:
     grad_clip: float | None = 1.0
     max_minutes: float | None = None  # wall-clock cap per cell
     checkpoint_every: int = 250
+    eval_every: int | None = None  # held-out NLL every this many steps (train_curve.csv, validation curve plot)
+    eval_grids: int = 256  # held-out grids in each of those evaluations
 
     def validate(self, key: str) -> None:
-        for name in ("steps", "batch_size", "lr", "checkpoint_every"):
+        for name in ("steps", "batch_size", "lr", "checkpoint_every", "eval_grids"):
             positive(key, name, getattr(self, name))
         positive(key, "max_minutes", self.max_minutes)
+        positive(key, "eval_every", self.eval_every)
 
 
 @dataclass
@@ -124,6 +128,8 @@ class Benchmark:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the device runs it natively
     threads: int | None = None
+    claims: list[ClaimSection] = field(default_factory=list)  # papers' claims checked in the report (see vqbench.verdicts)
+    compile: bool = False  # torch.compile the priors' networks (every training and sampling step calls them)
     out: str | None = None  # default results/<name>
     cache: str | None = None  # default results/.cache
 
