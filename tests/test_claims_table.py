@@ -77,3 +77,20 @@ def test_a_run_reports_its_claims_with_verdicts(tmp_path):
     bench["claims"][0]["treatment"] = "independent [temperature=2.0]"
     path.write_text(yaml.safe_dump(bench))
     assert main(["validate", str(path)]) == 2
+
+
+def test_a_convergence_claim_needs_validation_curves(tmp_path, capsys):
+    bench = {
+        "name": "curves",
+        "dataset": {"name": "synthetic_latents", "params": {"kind": "iid", "h": 2, "w": 2, "codebook_size": 4, "count": 40}},
+        "priors": [{"name": "independent", "sweep": {"temperature": [0.5, 1.0]}}],
+        "claims": [{"claim": "c", "metric": "val_nll_mean", "treatment": "independent [temperature=1.0]", "control": "independent [temperature=0.5]"}],
+    }
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(bench))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "claims[0].metric" in err and "budget.eval_every" in err
+    bench["budget"] = {"eval_every": 10}
+    path.write_text(yaml.safe_dump(bench))
+    assert main(["validate", str(path)]) == 0

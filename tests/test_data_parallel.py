@@ -156,3 +156,63 @@ def test_a_two_process_torchrun_run_matches_the_single_process_run(smoke_config,
             # inpainting samples many tokens from the trained weights, where a 1e-7 difference can flip one draw
             rel = 0.05 if name.startswith("inpaint_") and cell.startswith("autoregressive") else 1e-4
             assert values_b[name] == pytest.approx(value, rel=rel, abs=1e-6), (cell, name)
+
+
+def _fit_tokenizer(checkpoint: Path, steps: int) -> dict[str, torch.Tensor]:
+    from vqbench_plugins.toyfaces import ToyFaces, ToyFacesConfig
+
+    from vqbench.config import parse
+    from vqbench.plugins import registries
+
+    cls = registries().tokenizers.get("vqgan")
+    cfg = parse(
+        cls.TrainConfig, {"steps": steps, "batch_size": 4, "disc_start": 100, "checkpoint_every": 2, "lr": 3e-3, "dead_code_restart_every": 0}
+    )
+    torch.manual_seed(0)
+    model = cls.from_preset("tiny", {"n_embed": 16, "ddconfig": {"resolution": 16, "ch": 8}})
+    os.environ["VQBENCH_DATA_WORKERS"] = "0"
+    cls.fit(model, ToyFaces(ToyFacesConfig(count=32), 16), np.arange(32), cfg, checkpoint=checkpoint, seed=0)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _tokenizer_worker(rank: int, size: int, port: int, checkpoint: str, result: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(size), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    distributed.init_from_env("cpu")
+    try:
+        state = _fit_tokenizer(Path(checkpoint), 2)
+        if rank == 0:
+            torch.save(state, result)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_rank_tokenizer_training_equals_one_process_and_resumes_from_it(tmp_path, monkeypatch):
+    """Before the discriminator starts, tokenizer training has no noise: 2 ranks × 2 images (gradients averaged,
+    code usage and dead-code restarts over the global batch) train the 1-process weights; a 2-rank job finishes a
+    1-process checkpoint."""
+    monkeypatch.setenv("VQBENCH_DATA_WORKERS", "0")
+    single = _fit_tokenizer(tmp_path / "single.pt", 2)
+    mp.spawn(_tokenizer_worker, (2, _free_port(), str(tmp_path / "ddp.pt"), str(tmp_path / "ddp-state.pt")), nprocs=2)
+    expected = _reconstruct(single)
+    one_step = (_reconstruct(_fit_tokenizer(tmp_path / "short.pt", 1)) - expected).abs().max()  # what one step changes
+    # compared through the encoder's output (before the codebook's argmin, which a rounding difference can flip), and
+    # relative to one step's change: Adam's first steps are ±lr for every parameter, so parameters whose gradient is
+    # zero up to rounding (biases in front of a normalisation) move by ±lr in either run
+    ddp = _reconstruct(torch.load(tmp_path / "ddp-state.pt", weights_only=True))
+    assert (ddp - expected).abs().max() < 0.1 * one_step
+    _fit_tokenizer(tmp_path / "resume.pt", 1)
+    mp.spawn(_tokenizer_worker, (2, _free_port(), str(tmp_path / "resume.pt"), str(tmp_path / "resumed.pt")), nprocs=2)
+    resumed = _reconstruct(torch.load(tmp_path / "resumed.pt", weights_only=True))
+    assert (resumed - expected).abs().max() < 0.1 * one_step
+
+
+def _reconstruct(state: dict[str, torch.Tensor]) -> torch.Tensor:
+    from vqbench_plugins.toyfaces import ToyFaces, ToyFacesConfig
+
+    from vqbench.plugins import registries
+
+    model = registries().tokenizers.get("vqgan").from_preset("tiny", {"n_embed": 16, "ddconfig": {"resolution": 16, "ch": 8}})
+    model.load_state_dict(state)
+    with torch.no_grad():
+        return model.eval().pre_quant(ToyFaces(ToyFacesConfig(count=32), 16).batch(range(8))[0])

@@ -138,7 +138,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     sha = sha256_file(args.checkpoint)
     source_meta = {"dataset": "image_folder", "path": str(args.images), "fingerprint": source.fingerprint(), "resolution": resolution}
     path = encode_latents(
-        Path(args.out), tokenizer, source, np.arange(len(source)), device, args.batch_size, job=fingerprint(sha, source_meta),
+        Path(args.out), tokenizer, source, np.arange(len(source)), device, args.batch_size, job=fingerprint(sha, source_meta, args.tokenizer, tokenizer.config_dict()),
         workers=args.workers, meta={
             "tokenizer": {"name": args.tokenizer, "config": tokenizer.config_dict(), "checkpoint_sha256": sha},
             "source": source_meta, "split": {"name": "all", "source_count": len(source)},

@@ -53,13 +53,15 @@ def world() -> World:
 
 def init_from_env(device_type: str) -> World:
     """Join the process group torchrun describes in the environment (``WORLD_SIZE`` > 1): NCCL on CUDA, gloo on CPU.
-    Each rank then uses CUDA device ``LOCAL_RANK``."""
+    Each rank then uses CUDA device ``LOCAL_RANK``. Ranks wait for each other up to ``$VQBENCH_DIST_TIMEOUT_MIN``
+    minutes (120): raise it when rank 0 alone works longer (a long metric, waiting for another job's encode)."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1 or (dist.is_available() and dist.is_initialized()):
         return world()
     if device_type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=datetime.timedelta(hours=2))
+    minutes = float(os.environ.get("VQBENCH_DIST_TIMEOUT_MIN", "120"))  # the longest rank-0-only stretch (e.g. metrics)
+    dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=minutes))
     return world()
 
 

@@ -178,6 +178,8 @@ class LatentWriter:
         codes, index = self.path / "codes.npy", self.path / "source_index.npy"
         if mode == "w+":
             self.path.mkdir(parents=True, exist_ok=True)
+            for old in (codes, index):  # a new file: a process still mapping the old one keeps reading it intact
+                old.unlink(missing_ok=True)
             self._codes = np.lib.format.open_memmap(codes, "w+", self.dtype, (self.capacity, *self.grid))
             self._index = np.lib.format.open_memmap(index, "w+", np.int64, (self.capacity,))
             return

@@ -82,7 +82,7 @@ def quality_lines(cells: list[dict[str, Any]]) -> tuple[str | None, dict[str, li
     return metric, {key: sorted(points) for key, points in groups.items() if len({p[0] for p in points}) > 1}
 
 
-def quality_vs_steps(out: Path) -> Path | None:
+def quality_vs_steps(out: Path, note: str = "") -> Path | None:
     """Quality against network evaluations per sample, one line per trained prior that was sampled with several step
     counts (sampler-only variants share their training, so the curve involves no retraining)."""
     metric, lines = quality_lines([cell for _, cell in _cells(out)])
@@ -94,6 +94,7 @@ def quality_vs_steps(out: Path) -> Path | None:
         name = _common_prefix([p[2] for p in points])
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
     ax.set(xscale="log", xlabel="network evaluations per sample (NFE)", ylabel=metric.upper(), title=f"{metric.upper()} vs sampling steps")
+    _caption(ax, note)
     ax.legend(fontsize=7)
     path = out / PLOTS_DIR / "quality_vs_steps.png"
     _save(fig, path)
@@ -108,7 +109,7 @@ def _common_prefix(labels: list[str]) -> str:
     return prefix.rstrip(" _-/(") or labels[0]
 
 
-def speed_vs_quality(long: pd.DataFrame, out: Path) -> Path | None:
+def speed_vs_quality(long: pd.DataFrame, out: Path, note: str = "") -> Path | None:
     """Seconds per image (prior + decode when decoded, else prior alone) against quality, one point per row (mean
     over seeds)."""
     means = long.groupby(["row", "metric"], sort=False)["value"].mean().unstack("metric")
@@ -125,17 +126,25 @@ def speed_vs_quality(long: pd.DataFrame, out: Path) -> Path | None:
     for row, (x, y) in points.iterrows():
         ax.annotate(str(row), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set(xscale="log", xlabel=f"{speed.replace('_', ' ')} (s)", ylabel=metric.upper(), title=f"Speed vs {metric.upper()}")
+    _caption(ax, note)
     path = out / PLOTS_DIR / "speed_vs_quality.png"
     _save(fig, path)
     return path
 
 
-def plot_section(out: Path, long: pd.DataFrame) -> list[str]:
-    """Markdown lines embedding every figure this results folder supports (nothing when there is none)."""
+def _caption(ax: Any, note: str) -> None:
+    """The feature network behind FID/KID under the axes, so a figure never passes its numbers off as Inception's."""
+    if note:
+        ax.annotate(note, (0, -0.2), xycoords="axes fraction", fontsize=7, va="top")
+
+
+def plot_section(out: Path, long: pd.DataFrame, note: str = "") -> list[str]:
+    """Markdown lines embedding every figure this results folder supports (nothing when there is none); ``note``
+    names the image features (written under the quality plots)."""
     made = [
         ("Training and validation curves", training_curves(out)),
-        ("Quality vs sampling steps", quality_vs_steps(out)),
-        ("Speed vs quality", speed_vs_quality(long, out)),
+        ("Quality vs sampling steps", quality_vs_steps(out, note)),
+        ("Speed vs quality", speed_vs_quality(long, out, note)),
     ]
     lines = []
     for title, path in made:

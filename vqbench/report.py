@@ -123,8 +123,8 @@ def write_report(out: str | Path, mark_near: bool = False) -> dict[str, Path]:
     if protocol.get("claims"):
         claims = claims_table(protocol["claims"], long, columns, out)
         write_text(out / "claims.csv", claims.to_csv(index=False))
-        md += ["", "## Claims", "", claims.to_markdown(index=False)]
-    md += plot_section(out, long)
+        md += ["", "## Claims", "", f"Image-quality metrics on {feature_note(protocol)}.", "", claims.to_markdown(index=False)]
+    md += plot_section(out, long, feature_note(protocol))
     md += ["", "## Samples", "", sample_links(out).to_markdown(index=False)]
     md += ["", "## Settings", "", settings_table(out).to_markdown(index=False)]
     md += [""] + [f"- failed: `{f['cell']}`: {f['error']}" for f in failed]

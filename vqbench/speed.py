@@ -71,8 +71,9 @@ def measure(
 def _sample_rate(prior, shape, batch, samples, options, autocast, generator, device, seed) -> dict[str, float]:
     watch, done, nfe = Stopwatch(device), 0, 0.0
     with PeakMemory(device) as memory:  # from before the warm-up, which leaves its working set resident on CPU
-        with autocast():
-            prior.sample(batch, shape, torch.Generator(device=device).manual_seed(seed + 1), **options)  # warm-up
+        for size in {batch, samples % batch or batch}:  # warm-up of every timed batch shape (compiled code included)
+            with autocast():
+                prior.sample(size, shape, torch.Generator(device=device).manual_seed(seed + 1), **options)
         while done < samples:
             b = min(batch, samples - done)
             with watch, autocast():

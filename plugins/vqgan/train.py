@@ -129,6 +129,8 @@ def train_vqgan(
     if layers != cfg.disc_layers:
         log.info("discriminator depth lowered from %d to %d layers for %d-pixel images", cfg.disc_layers, layers, source.resolution)
     disc = PatchDiscriminator(3, cfg.disc_channels, layers).to(device).train()
+    if w.active and torch.device(device).type == "cuda":  # batch statistics of the global batch, as one process has
+        disc = torch.nn.SyncBatchNorm.convert_sync_batchnorm(disc)
     lpips_model, lpips_real = load_lpips(cfg.lpips_net, seed=seed)
     lpips_model.to(device)
     opt_g = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
@@ -136,7 +138,7 @@ def train_vqgan(
     usage = torch.zeros(model.codebook_size, dtype=torch.long)
     step, elapsed, restarts = 0, 0.0, 0
     if w.active:  # rank 0 reads the checkpoint; every rank gets the same state
-        state = broadcast(load_torch(checkpoint) if w.main and checkpoint.is_file() else None)
+        state = broadcast(load_torch(checkpoint, map_location="cpu") if w.main and checkpoint.is_file() else None)
     else:
         state = load_torch(checkpoint, map_location=device) if checkpoint.is_file() else None
     if state is not None:
@@ -159,7 +161,7 @@ def train_vqgan(
             })  # fmt: skip
         barrier()
 
-    loop = StepLoop(cfg.steps, cfg.checkpoint_every, save, step, elapsed, cfg.max_minutes, "train tokenizer")
+    loop = StepLoop(cfg.steps, cfg.checkpoint_every, save, step, elapsed, cfg.max_minutes, "train tokenizer", agree=broadcast)
     last_layer = model.decoder.conv_out.weight
     stats: dict[str, Any] = {}
     batches = loader(source, StepBatches(indices, cfg.batch_size, seed, step, cfg.steps), pin=torch.device(device).type == "cuda")
@@ -178,8 +180,9 @@ def train_vqgan(
                 g_loss = -disc(fake_in).mean()
                 lam = adaptive_weight(rec_loss, g_loss, last_layer, cfg.max_lambda) * cfg.disc_weight
                 loss = loss + lam * g_loss
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"tokenizer loss became {loss.item()} at step {step}; lower tokenizer.train.lr")
+        value = _rank_mean(loss.detach().double()).item()  # every rank sees the same value and stops together
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"tokenizer loss became {value} at step {step}; lower tokenizer.train.lr")
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         opt_g.step()

@@ -145,7 +145,8 @@ def training_key(prior: Prior, lr: float, bench: Benchmark, seed: int, data: Dat
         for f in fields(prior.sampler_config):
             params.pop(f.name, None)
     code = code_digest(prior, vqbench_nn, vqbench_sampling, train_prior, StepLoop, core=False)
-    return fingerprint(type(prior).__name__, params, lr, asdict(bench.budget), seed, bench.precision, data.train.meta["codes_sha256"], code)
+    ranks = [{"ranks": distributed.world().size}] if distributed.world().active else []  # rank r > 0 draws its own noise
+    return fingerprint(type(prior).__name__, params, lr, asdict(bench.budget), seed, bench.precision, data.train.meta["codes_sha256"], code, *ranks)
 
 
 def train_or_reuse(
@@ -165,6 +166,8 @@ def train_or_reuse(
         log.info("trained weights reused from %s (same prior, data, budget and seed)", shared)
         if main and curve.is_file():
             write_text(folder / CURVE_FILE, curve.read_text())
+        elif main:
+            (folder / CURVE_FILE).unlink(missing_ok=True)  # never plot a curve of another training
         return {**state["info"], "reused_training": shared.name, "training": shared.stem}
     info = train_prior(prior, data.train, bench.budget, lr, cell.seed, folder / "train_state.pt", device, autocast, validation=data.test)
     if main:

@@ -158,23 +158,29 @@ def _tokenizer(bench, regs, source, train_idx, cache, device, autocast) -> tuple
     train_cfg: Any = parse(tok_cls.TrainConfig, {**train_defaults, **tc.train}, "tokenizer.train")
     model = tok_cls.from_preset(tc.preset or "", tc.params)
     code = code_digest(model, tok_cls, tok_cls.fit, importlib.import_module(tok_cls.__module__.rpartition(".")[0] or tok_cls.__module__), core=False)
+    ranks = {"ranks": world().size} if world().active else {}  # per-rank noise and statistics: N is part of the run
     key = fingerprint(
-        tc.name, tc.preset, to_dict(model.config), to_dict(train_cfg), tc.seed, bench.precision, source.fingerprint(), train_idx.tolist(), code
-    )
+        tc.name, tc.preset, to_dict(model.config), to_dict(train_cfg), tc.seed, bench.precision, source.fingerprint(), train_idx.tolist(), code,
+        *([ranks] if ranks else []),
+    )  # fmt: skip
     folder = cache / "tokenizers" / f"{tc.name}-{tc.preset}-{key}"
     final = folder / "tokenizer.pt"
-    if final.is_file():
-        log.info("tokenizer from cache %s", final)
-        return tok_cls.load(final).to(device), final, read_json(folder / "train.json")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(tc.seed)
-        model = tok_cls.from_preset(tc.preset or "", tc.params)
-        stats = tok_cls.fit(model, source, train_idx, train_cfg, checkpoint=folder / "train_state.pt", seed=tc.seed, device=device, autocast=autocast)
-    info = {"origin": f"trained preset {tc.preset}", "train": stats}
-    if world().main:
-        model.save(final)
-        write_json(folder / "train.json", info)
-    barrier()
+    # rank 0 holds the tokenizer's lock while the ranks train, so concurrent jobs never train it into one checkpoint
+    with exclusive(cache / "locks" / folder.name) if world().main else contextlib.nullcontext():
+        if broadcast(final.is_file()):
+            log.info("tokenizer from cache %s", final)
+            return tok_cls.load(final).to(device), final, read_json(folder / "train.json")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(tc.seed)
+            model = tok_cls.from_preset(tc.preset or "", tc.params)
+            stats = tok_cls.fit(
+                model, source, train_idx, train_cfg, checkpoint=folder / "train_state.pt", seed=tc.seed, device=device, autocast=autocast
+            )
+        info = {"origin": f"trained preset {tc.preset}", "train": stats | ranks}
+        if world().main:
+            model.save(final)
+            write_json(folder / "train.json", info)
+        barrier()
     return model.eval(), final, info
 
 

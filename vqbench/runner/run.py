@@ -151,8 +151,8 @@ def reference_features(bench: Benchmark, regs: Registries, data: DataBundle, cac
     def batches(mine: Sequence[int]) -> Iterator[torch.Tensor]:
         return (images for images, _ in data.reference_batches(n, m.batch_size, decode, batches=mine))
 
-    if distributed.broadcast(path.is_file()):
-        real = cached_features(path, lambda: torch.zeros(0))
+    if distributed.broadcast(path.is_file()):  # only rank 0 evaluates, so only rank 0 reads the real features
+        real = cached_features(path, lambda: torch.zeros(0)) if world.main else torch.zeros(0, extractor.dims, dtype=torch.float64)
     else:  # every rank extracts its share of the batches; rank 0 gathers and stores them
         gathered = extract_features_split(extractor, batches, data.reference_batch_count(n, m.batch_size), device, n, "real features")
         real = gathered if gathered is not None else torch.zeros(0, extractor.dims, dtype=torch.float64)
@@ -321,6 +321,9 @@ def preflight(bench: Benchmark, regs: Registries) -> None:
     configured = metric_configs(bench.metrics, regs, image_sampling(bench))
     directions = {name: col.direction for metric, config in configured.values() for name, col in metric.columns(config).items()}
     check_claims(bench.claims, list(dict.fromkeys(cell.variant.row for cell in cells)), directions)
+    for i, claim in enumerate(bench.claims):
+        if claim.metric == "val_nll_mean" and bench.budget.eval_every is None:
+            raise ConfigError(f"claims[{i}].metric", "val_nll_mean needs validation curves: set budget.eval_every")
     checks = []
     if bench.tokenizer is not None:
         tok_cls = regs.tokenizers.get(bench.tokenizer.name, "tokenizer.name")
