@@ -84,7 +84,9 @@ def test_a_convergence_claim_needs_validation_curves(tmp_path, capsys):
         "name": "curves",
         "dataset": {"name": "synthetic_latents", "params": {"kind": "iid", "h": 2, "w": 2, "codebook_size": 4, "count": 40}},
         "priors": [{"name": "independent", "sweep": {"temperature": [0.5, 1.0]}}],
-        "claims": [{"claim": "c", "metric": "val_nll_mean", "treatment": "independent [temperature=1.0]", "control": "independent [temperature=0.5]"}],
+        "claims": [
+            {"claim": "c", "metric": "val_nll_mean", "treatment": "independent [temperature=1.0]", "control": "independent [temperature=0.5]"}
+        ],
     }
     path = tmp_path / "bench.yaml"
     path.write_text(yaml.safe_dump(bench))
