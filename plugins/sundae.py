@@ -105,8 +105,8 @@ class SundaePrior(Prior):
 
     def sample(self, n, latent_shape, generator, labels=None, **opts) -> torch.Tensor:
         self.check_shape(latent_shape)
-        device = generator.device
-        x = torch.randint(self.codebook_size, (n, self.latent_shape[0] * self.latent_shape[1]), generator=generator, device=device)
+        size = (n, self.latent_shape[0] * self.latent_shape[1])
+        x = torch.randint(self.codebook_size, size, generator=generator, device=generator.device).to(self.device)  # on the network's device
         return self.denoise(x, generator, labels=labels, **opts).view(n, *self.latent_shape)
 
     def inpaint(self, codes: torch.Tensor, keep_mask: torch.Tensor, generator: torch.Generator, labels=None, **opts) -> torch.Tensor:

@@ -10,14 +10,17 @@ import pytest
 import torch
 import yaml
 from vqbench_plugins.imagebart.prior import ImageBARTPrior
+from vqbench_plugins.independent import IndependentConfig
 from vqbench_plugins.sundae import SundaeConfig, SundaePrior
 
+import vqbench
 from vqbench.cli import main
 from vqbench.metrics.timing import Marks, Stopwatch
-from vqbench.precision import compile_networks
+from vqbench.precision import compile_networks, inference_weights, make_autocast
 from vqbench.runner import cell as cell_module
 from vqbench.runner.train import to_device
 from vqbench.speed import measure
+from vqbench.testing import CLASSES, SHAPE, TINY_PRIORS, V, build_prior
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -88,3 +91,64 @@ def test_speed_measures_sundae_on_the_gpu(precision, compiled):
     params = {"backbone": {"dim": 64, "depth": [1, 2, 1], "heads": 4, "dim_head": 16}}
     row = measure("sundae", params, (8, 8), 64, 4, 8, {"steps": 4}, precision, torch.device("cuda"), min_seconds=0.1, compile=compiled)
     assert row["sample_s_per_img"] > 0 and row["compiled"] is compiled
+
+
+@cuda
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("case", [c for cases in TINY_PRIORS.values() for c in cases], ids=lambda c: c.id)
+def test_every_prior_trains_samples_inpaints_and_scores_on_the_gpu(case, precision):
+    device = torch.device("cuda")
+    prior = build_prior(case, num_classes=CLASSES if case.conditional else 0).to(device)
+    autocast = make_autocast(device, precision)
+    codes = torch.randint(V, (4, *SHAPE), device=device)
+    labels = torch.arange(4, device=device) % CLASSES if case.conditional else None
+    prior.train()
+    with autocast():
+        loss = prior.loss(codes, labels)
+    if type(prior).trainable:
+        loss.backward()
+    prior.eval()
+    g = torch.Generator(device=device).manual_seed(0)
+    with torch.inference_mode(), inference_weights(prior, precision), autocast():
+        samples = prior.sample(4, SHAPE, g, labels=labels)
+        assert samples.device.type == "cuda" and samples.shape == (4, *SHAPE) and samples.min() >= 0 and samples.max() < V
+        if prior.supports_inpainting:
+            keep = torch.rand(codes.shape, device=device) < 0.5
+            assert torch.equal(prior.inpaint(codes, keep, g, labels=labels)[keep], codes[keep])
+        if prior.supports_likelihood:
+            assert torch.isfinite(prior.nll(codes, g, labels=labels)).all()
+
+
+@cuda
+def test_gpu_priors_take_a_host_generator_and_a_host_keep_mask():
+    device = torch.device("cuda")
+    sundae = SundaePrior(SundaeConfig(backbone={"dim": 32, "depth": [1, 1, 1], "heads": 2, "dim_head": 16}, steps=3), V, SHAPE).to(device)
+    assert sundae.sample(2, SHAPE, torch.Generator().manual_seed(0)).device.type == "cuda"
+    imagebart = ImageBARTPrior(ImageBARTPrior.Config(scales=2), V, SHAPE).to(device).eval()
+    codes = torch.randint(V, (2, *SHAPE), device=device)
+    keep = torch.rand(codes.shape) < 0.5  # on the host
+    assert torch.equal(imagebart.inpaint(codes, keep, torch.Generator(device=device).manual_seed(0))[keep.to(device)], codes[keep.to(device)])
+
+
+@cuda
+def test_bf16_autocast_quantizes_like_encode_on_the_gpu():
+    from .test_vqgan import near_ties
+
+    quantizer, z = near_ties()
+    quantizer, z = quantizer.cuda(), z.cuda()
+    reference = quantizer.codes(z)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        assert torch.equal(quantizer.codes(z), reference)
+
+
+@cuda
+def test_independent_fit_on_the_gpu_needs_memory_of_the_order_of_its_table():
+    device = torch.device("cuda")
+    prior = vqbench.registries().priors.get("independent")(IndependentConfig(), 1024, (16, 16)).to(device)
+    codes = torch.randint(1024, (2048, 16, 16), device=device)  # a one-hot of these would take 4.3 GB
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    prior.fit(codes)
+    assert (torch.cuda.max_memory_allocated(device) - base) < 64 * 2**20
+    assert prior.counts.sum() == codes.numel()

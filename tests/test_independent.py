@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 import vqbench
 
@@ -64,3 +66,35 @@ def test_smoothing_gives_unseen_codes_finite_likelihood():
     prior.fit(torch.zeros(10, 2, 3, dtype=torch.long))
     nll = prior.nll(torch.full((1, 2, 3), 3)).item()
     assert math.isfinite(nll) and nll == pytest.approx(-math.log2(0.5 / 12))
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the size in bytes of the largest tensor any operation inside the block produces."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for item in tree_leaves(out):
+            if isinstance(item, torch.Tensor):
+                self.bytes = max(self.bytes, item.numel() * item.element_size())
+        return out
+
+
+def test_fit_counts_every_position_and_code_without_a_one_hot_of_the_data():
+    """The counts of the grids, computed in memory of the order of the grids and the table (the whole training set is
+    fitted at once, on the GPU in a CUDA run: a grids × positions × codes one-hot does not fit there)."""
+    vocab, shape = 32, (4, 4)
+    codes = torch.randint(vocab, (64, *shape), generator=torch.Generator().manual_seed(0))
+    prior = build(vocab=vocab, shape=shape)
+    with LargestTensor() as largest:
+        prior.fit(codes)
+    flat = codes.flatten(1)
+    expected = torch.stack([torch.bincount(flat[:, i], minlength=vocab) for i in range(flat.shape[1])]).double()
+    assert torch.equal(prior.counts, expected)
+    assert largest.bytes <= 2 * max(flat.numel() * 8, prior.counts.numel() * 8)  # a one-hot would be 64 × 16 × 32 × 8 bytes
+    codes[0, 0, 0] = vocab  # one past the codebook: would count as code 0 of the next position
+    with pytest.raises(ValueError, match="must lie in"):
+        prior.fit(codes)

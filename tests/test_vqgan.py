@@ -145,6 +145,30 @@ def test_encode_and_decode_match_the_reference_forward():
     torch.testing.assert_close(images, reference_decode(sd, codes), atol=1e-5, rtol=1e-5)
 
 
+def near_ties(codes: int = 512, dim: int = 64, count: int = 2000) -> tuple[torch.nn.Module, torch.Tensor]:
+    """A quantizer and encoder outputs (count×dim×1×1) close to the midpoint of two of its codes."""
+    from vqbench_plugins.vqgan.quantizer import VectorQuantizer
+
+    torch.manual_seed(0)
+    quantizer = VectorQuantizer(codes, dim)
+    with torch.no_grad():
+        quantizer.embedding.weight.normal_()
+    w = quantizer.embedding.weight.detach()
+    i, j = torch.randint(codes, (count,)), torch.randint(codes, (count,))
+    t = 0.5 + 0.02 * torch.randn(count, 1)
+    return quantizer, (t * w[i] + (1 - t) * w[j]).view(count, dim, 1, 1)
+
+
+def test_training_under_bf16_autocast_picks_the_codes_encode_picks():
+    """Training quantizes under autocast, ``encode`` outside it: both must choose the nearest code in float32 (a
+    bf16 distance product flips about 1 % of near ties)."""
+    quantizer, z = near_ties()
+    reference = quantizer.codes(z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(quantizer.codes(z), reference)
+        assert torch.equal(quantizer(z)[2], reference)
+
+
 def test_loads_a_taming_lightning_checkpoint_with_its_yaml(tmp_path):
     model = random_model(1)
     weights = {k: v.clone() for k, v in model.state_dict().items()}

@@ -258,7 +258,8 @@ class ImageBARTPrior(Prior):
 
     def inpaint(self, codes, keep_mask, generator, labels=None, **opts) -> torch.Tensor:
         given = self.to_symbols(codes.flatten(1))
-        out = self.to_codes(self.generate(codes.shape[0], generator, labels, given=given, keep=keep_mask.flatten(1).to(codes.device), **opts))
+        keep_mask = keep_mask.to(codes.device)
+        out = self.to_codes(self.generate(codes.shape[0], generator, labels, given=given, keep=keep_mask.flatten(1), **opts))
         return torch.where(keep_mask, codes, out.view_as(codes))  # kept codes exactly as given, even unseen ones
 
     def default_chains(self) -> list[int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -16,10 +18,15 @@ class VectorQuantizer(nn.Module):
         nn.init.uniform_(self.embedding.weight, -1.0 / n_embed, 1.0 / n_embed)
 
     def codes(self, z: torch.Tensor) -> torch.Tensor:
-        """Index of the nearest codebook vector for every position of z (B×C×h×w) → LongTensor B×h×w."""
-        flat = rearrange(z, "b c h w -> (b h w) c").float()
-        weight = self.embedding.weight.float()
-        distances = flat.pow(2).sum(1, keepdim=True) + weight.pow(2).sum(1)[None, :] - 2.0 * flat @ weight.t()
+        """Index of the nearest codebook vector for every position of z (B×C×h×w) → LongTensor B×h×w.
+
+        Distances are computed in float32 even under autocast, where the matrix product would otherwise run in bf16
+        and pick another code for near ties (and differ from ``encode``, which runs outside autocast)."""
+        full = torch.autocast(z.device.type, enabled=False) if torch.amp.is_autocast_available(z.device.type) else contextlib.nullcontext()
+        with full:
+            flat = rearrange(z, "b c h w -> (b h w) c").float()
+            weight = self.embedding.weight.float()
+            distances = flat.pow(2).sum(1, keepdim=True) + weight.pow(2).sum(1)[None, :] - 2.0 * flat @ weight.t()
         return distances.argmin(dim=1).view(z.shape[0], z.shape[2], z.shape[3])
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
