@@ -14,7 +14,7 @@ from vqbench.interfaces import ImageSource, Tokenizer
 from vqbench.metrics.features import extract_features, extract_features_split
 from vqbench.runner import data as data_mod
 from vqbench.runner.data import DataBundle, encode_images, encode_latents
-from vqbench.streaming import loader
+from vqbench.streaming import ImageBatch, loader
 
 
 class Faces(ToyFaces):
@@ -222,3 +222,27 @@ def test_training_rejects_a_global_batch_not_divisible_by_the_ranks(monkeypatch,
     model = VQGAN.from_preset("tiny", {"n_embed": 8, "ddconfig": {"resolution": 16, "ch": 8}})
     with pytest.raises(ConfigError, match="tokenizer.train.batch_size"):
         VQGAN.fit(model, Faces(), np.arange(10), VQGAN.TrainConfig(batch_size=8, steps=1), checkpoint=tmp_path / "s.pt", seed=0)
+
+
+def test_image_batches_travel_to_the_device_as_uint8_and_convert_there():
+    """A quarter of the bytes cross to the device (from pinned memory without blocking on CUDA); the values are
+    those of the host conversion."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CrossDeviceCopies(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dtypes: list[torch.dtype] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func is torch.ops.aten._to_copy.default and kwargs.get("device") not in (None, args[0].device):
+                self.dtypes.append(args[0].dtype)
+            return func(*args, **kwargs)
+
+    images = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
+    batch = ImageBatch(images, [0, 1], [])
+    with CrossDeviceCopies() as copies:
+        on_meta = batch.floats("meta")
+    assert copies.dtypes == [torch.uint8] and on_meta.device.type == "meta" and on_meta.dtype == torch.float32
+    assert torch.equal(batch.floats(torch.device("cpu")), batch.floats()) and batch.floats().min() >= -1.0

@@ -169,7 +169,7 @@ def train_vqgan(
         picks, gen = step_picks(indices, cfg.batch_size, seed, step)
         batch = next(batches)  # this rank's shard of ``picks``, read ahead by the loader's workers
         assert set(batch.kept) <= set(picks.tolist())
-        x = batch.floats().to(device)
+        x = batch.floats(device)
         use_disc = step >= cfg.disc_start
         with autocast():
             xrec, q_loss, codes = net(x)

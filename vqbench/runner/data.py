@@ -187,7 +187,7 @@ def _tokenizer(bench, regs, source, train_idx, cache, device, autocast) -> tuple
 def _encoder(tokenizer: Tokenizer, device: torch.device) -> Callable[[ImageBatch], tuple[torch.Tensor | None, list[int], list[tuple[int, str]]]]:
     def encode(batch: ImageBatch) -> tuple[torch.Tensor | None, list[int], list[tuple[int, str]]]:
         with torch.inference_mode():
-            codes = tokenizer.encode(batch.floats().to(device)).cpu() if batch.kept else None
+            codes = tokenizer.encode(batch.floats(device)).cpu() if batch.kept else None
         return codes, batch.kept, batch.skipped
 
     return encode
@@ -273,10 +273,10 @@ def _tokenizer_quality(tokenizer, source, test_index, train_set, device, cache, 
     lpips_model.to(device)
     psnr, lp = [], []
     for _, batch in stream_batches(source, test_index[:count], 64, pin=device.type == "cuda"):  # one batch in memory at a time
-        images = batch.floats()
-        recon = decode_to_uint8(tokenizer, tokenizer.encode(images.to(device)).cpu(), device)
+        images = batch.floats(device)
+        recon = decode_to_uint8(tokenizer, tokenizer.encode(images).cpu(), device)
         psnr.append(psnr_in_region(batch.images, recon, torch.ones(len(recon), *recon.shape[2:], dtype=torch.bool)))
-        lp.append(lpips_model(images.to(device), (recon.float() / 127.5 - 1).to(device)).flatten().cpu())
+        lp.append(lpips_model(images, (recon.float() / 127.5 - 1).to(device)).flatten().cpu())
     usage = codebook_stats(train_set.tensor(), tokenizer.codebook_size)
     info = {
         "recon_psnr": float(torch.cat(psnr).mean()),
