@@ -10,11 +10,11 @@ row that finished. A row that fails (out of memory, a compile error) is recorded
 on. ``DIR/environment.json`` names the device, driver, torch, CUDA and cuDNN versions. ``--tiny`` runs the same plan
 at toy sizes (on the CPU in the tests).
 
-On a lent GPU machine whose python3 holds torch but not lpips or torch-fidelity, carry their wheels (pure Python)
-and install vqbench without its dependencies, e.g.
+On a GPU machine whose python3 holds torch but not vqbench, lpips or torch-fidelity, bring wheels of the three
+(pure Python; docs/speed.md says how to build them) and install them beside the image's packages:
 
-    pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-    pip install -q --no-index --no-deps --no-build-isolation -e . && python3 benchmarks/gpu_speed.py --out $OUT
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+    python3 benchmarks/gpu_speed.py --out $OUT
 """
 
 from __future__ import annotations
