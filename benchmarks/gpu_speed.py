@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from vqbench.io import write_json, write_text
+from vqbench.report import flatten
 from vqbench.speed import format_rows, measure
 
 PRIORS = ("sundae", "absorbing", "autoregressive", "imagebart", "independent")
@@ -69,7 +70,7 @@ class Row:
     def command(self, device: str) -> str:
         """The equivalent ``vqbench speed`` command line."""
         parts = [f"vqbench speed {self.prior} --device {device}"]
-        parts += [f"--param {shlex.quote(f'{key}={_text(value)}')}" for key, value in _dotted(self.params)]
+        parts += [f"--param {shlex.quote(f'{key}={_text(value)}')}" for key, value in flatten(self.params).items()]
         parts += [f"--option {shlex.quote(f'{key}={_text(value)}')}" for key, value in self.options.items()]
         parts += [f"--shape {self.shape[0]}x{self.shape[1]} --codebook {self.codebook} --batch {self.batch}"]
         parts += [f"--samples {self.samples} --precision {self.precision} --compile {'on' if self.compile else 'off'}"]
@@ -80,16 +81,6 @@ class Row:
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def _dotted(params: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    items: list[tuple[str, Any]] = []
-    for key, value in params.items():
-        if isinstance(value, dict):
-            items += _dotted(value, f"{prefix}{key}.")
-        else:
-            items.append((f"{prefix}{key}", value))
-    return items
 
 
 def plan(tiny: bool = False) -> list[Row]:
