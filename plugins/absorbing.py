@@ -257,3 +257,28 @@ class AbsorbingPrior(Prior):
 @vqbench.hookimpl
 def vqbench_register_priors(registry):
     registry.register("absorbing", AbsorbingPrior)
+
+
+@vqbench.hookimpl
+def vqbench_conformance_cases():
+    from vqbench.testing import TRANSFORMER, PriorCase  # test-only (needs pytest), so imported here
+
+    return [
+        PriorCase(
+            "absorbing",
+            {"backbone": TRANSFORMER, "total_steps": 8, "steps": 8},
+            conditional=True,
+            nfe=lambda opts: opts["steps"],
+            nfe_opts={"steps": 4},
+            commits=True,
+        ),
+        PriorCase(
+            "absorbing",
+            {"backbone": TRANSFORMER, "total_steps": 8, "sampler": "maskgit", "maskgit_steps": 6},
+            conditional=True,
+            nfe=lambda opts: opts["maskgit_steps"],
+            nfe_opts={"maskgit_steps": 4},
+            commits=True,
+            id="absorbing-maskgit",
+        ),
+    ]

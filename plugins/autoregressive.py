@@ -104,3 +104,10 @@ class AutoregressivePrior(Prior):
 @vqbench.hookimpl
 def vqbench_register_priors(registry):
     registry.register("autoregressive", AutoregressivePrior)
+
+
+@vqbench.hookimpl
+def vqbench_conformance_cases():
+    from vqbench.testing import SHAPE, TRANSFORMER, PriorCase  # test-only (needs pytest), so imported here
+
+    return [PriorCase("autoregressive", {"backbone": TRANSFORMER}, conditional=True, nfe=lambda opts: SHAPE[0] * SHAPE[1])]

@@ -25,7 +25,7 @@ import vqbench
 from vqbench.errors import ConfigError
 from vqbench.interfaces import FeatureExtractor, ImageSource
 from vqbench.io import fingerprint, load_torch, save_torch
-from vqbench.provenance import code_digest
+from vqbench.provenance import code_digest, code_keyed
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +176,10 @@ class TrainedClassifier(FeatureExtractor):
         self.input_size = min(self.settings.max_input, max(16, source.resolution))
         code = code_digest(type(self), AttributeNet, core=False)  # this file: network, training and settings
         key_ = fingerprint(
-            "classifier", source.fingerprint(), source.resolution, train_idx.tolist(), test_idx.tolist(), asdict(self.settings), self.seed, cards, code
+            "classifier", source.fingerprint(), source.resolution, train_idx.tolist(), test_idx.tolist(), asdict(self.settings), self.seed, cards
         )  # fmt: skip
-        path = Path(cache) / "classifiers" / f"{key_}.pt"
-        self.label_names, self.cardinalities, self.weights_key = names, cards, key_
+        path = code_keyed(Path(cache) / "classifiers", key_, code, ".pt")
+        self.label_names, self.cardinalities, self.weights_key = names, cards, path.stem
         self.net = AttributeNet(cards, self.settings, self.input_size)
         if path.is_file():
             log.info("classifier from cache %s", path)

@@ -229,3 +229,14 @@ class Hourglass(Backbone):
 @vqbench.hookimpl
 def vqbench_register_backbones(registry):
     registry.register("hourglass", Hourglass)
+
+
+@vqbench.hookimpl
+def vqbench_conformance_cases():
+    from vqbench.testing import HOURGLASS, BackboneCase  # test-only (needs pytest), so imported here
+
+    return [
+        BackboneCase({**HOURGLASS, "resample": resample, "rotary": rotary, "shorten": 4}, id=f"hourglass-{resample}-rotary{rotary}")
+        for resample in ("1d", "2d")
+        for rotary in ("none", "1d", "2d")
+    ]

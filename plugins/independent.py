@@ -97,3 +97,10 @@ class IndependentPrior(Prior):
 @vqbench.hookimpl
 def vqbench_register_priors(registry):
     registry.register("independent", IndependentPrior)
+
+
+@vqbench.hookimpl
+def vqbench_conformance_cases():
+    from vqbench.testing import PriorCase  # test-only (needs pytest), so imported here
+
+    return [PriorCase("independent", {"smoothing": 0.5}, nfe=lambda opts: 0)]

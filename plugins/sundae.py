@@ -159,3 +159,18 @@ class SundaePrior(Prior):
 @vqbench.hookimpl
 def vqbench_register_priors(registry):
     registry.register("sundae", SundaePrior)
+
+
+@vqbench.hookimpl
+def vqbench_conformance_cases():
+    from vqbench.testing import HOURGLASS, PriorCase  # test-only (needs pytest), so imported here
+
+    return [
+        PriorCase(
+            "sundae",
+            {"backbone": HOURGLASS, "steps": 6, "min_steps": 2},
+            conditional=True,
+            nfe=lambda opts: opts["steps"],
+            nfe_opts={"steps": 5, "early_stop": False},
+        )
+    ]

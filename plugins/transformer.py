@@ -96,3 +96,13 @@ class Transformer(CausalBackbone):
 @vqbench.hookimpl
 def vqbench_register_backbones(registry):
     registry.register("transformer", Transformer)
+
+
+@vqbench.hookimpl
+def vqbench_conformance_cases():
+    from vqbench.testing import TRANSFORMER, BackboneCase  # test-only (needs pytest), so imported here
+
+    return [
+        BackboneCase(dict(TRANSFORMER), id="transformer-bidirectional"),
+        BackboneCase({**TRANSFORMER, "rotary": "1d"}, causal=True, id="transformer-causal"),
+    ]

@@ -36,6 +36,8 @@ def test_smoke_benchmark_end_to_end(smoke_config, tmp_path, capsys):
     for row in ("| independent ", "| sharp [temperature=0.5]", "| sharp [temperature=0.8]"):
         assert row in report
     assert "random weights" in report and "nearest_k = 3" in report and "## Inpainting" in report
+    assert "**LPIPS** (inpainting): LPIPS-alex with a random backbone — not comparable" in report  # offline, where the numbers are
+    assert "center LPIPS, random backbone — not comparable (composite, N=6)" in report
     assert "kid: seed 0, subset_size 12, subsets 5" in report  # resolved settings, defaults included
     assert "## Settings" in report and "smoothing=0.5, temperature=0.8" in report  # every knob is shown
     table = pd.read_csv(out / "report.csv", index_col="prior")
@@ -219,9 +221,36 @@ def test_encode_command_writes_a_valid_latent_dataset(tmp_path, capsys):
     for i in range(5):
         Image.fromarray(np.full((20, 24, 3), i * 40, dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
     args = ["encode", "--checkpoint", str(tmp_path / "tok.pt"), "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "lat"), "--device", "cpu"]
-    assert main(args) == 0
+    assert main([*args, "--resize"]) == 0
     ds = latents.open(tmp_path / "lat")
-    assert len(ds) == 5 and ds.latent_shape == (4, 4) and ds.meta["source"]["resolution"] == 16
+    assert len(ds) == 5 and ds.latent_shape == (4, 4) and ds.meta["source"]["resolution"] == 16 and ds.meta["resolution"] == 16
+
+
+def test_encode_refuses_a_resolution_other_than_the_tokenizers_unless_told_to_resize(tmp_path, capsys):
+    """A tokenizer trained at 16 px on 32 px images: an error naming --images; --resolution 32 an error naming
+    --resolution; with --resize the images are resized to 16 px and the latents match the benchmark's 4×4 grid."""
+    from PIL import Image
+
+    import vqbench
+
+    cls = vqbench.registries().tokenizers.get("vqgan")
+    torch.manual_seed(0)
+    tokenizer = cls.from_preset("tiny", {"n_embed": 32, "ddconfig": {"resolution": 32, "ch": 16}})
+    tokenizer.trained_resolution = 16  # the benchmark trained it on 16 px images; the architecture says 32
+    tokenizer.save(tmp_path / "tok.pt")
+    assert cls.load(tmp_path / "tok.pt").trained_resolution == 16
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((32, 32, 3), i * 40, dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+    args = ["encode", "--checkpoint", str(tmp_path / "tok.pt"), "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "lat"), "--device", "cpu"]
+    assert main(args) == 2
+    assert "--images" in capsys.readouterr().err and not (tmp_path / "lat").exists()
+    assert main([*args, "--resolution", "32"]) == 2
+    err = capsys.readouterr().err
+    assert "--resolution" in err and "trained at 16 px" in err and not (tmp_path / "lat").exists()
+    assert main([*args, "--resize"]) == 0
+    ds = latents.open(tmp_path / "lat")
+    assert ds.latent_shape == (4, 4) and ds.meta["resolution"] == 16 and ds.meta["tokenizer"]["trained_resolution"] == 16
 
 
 def native_bf16_cpu(monkeypatch, native: bool) -> None:

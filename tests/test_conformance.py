@@ -1,25 +1,29 @@
-"""The shared contract (vqbench/testing.py) run over every registered prior and backbone, and the example plugin."""
+"""The shared contract (vqbench/testing.py) run over every case the plugins return, and the example plugin."""
 
 from __future__ import annotations
+
+from importlib import metadata
 
 import pytest
 import torch
 
 import vqbench
 import vqbench.plugins as plugins
+from vqbench.errors import UnknownNameError
 from vqbench.testing import (
     SHAPE,
-    TINY_BACKBONES,
-    TINY_PRIORS,
     BackboneContract,
     PriorCase,
     PriorContract,
     V,
+    backbone_cases,
     build_prior,
+    conformance_cases,
     exact_independent_nll,
     gen,
     prior_cases,
     random_codes,
+    tiny_priors,
 )
 
 from . import example_plugin
@@ -32,7 +36,7 @@ class TestRegisteredPriors(PriorContract):
 
 
 class TestBackbones(BackboneContract):
-    @pytest.fixture(params=TINY_BACKBONES, ids=[c.id for c in TINY_BACKBONES])
+    @pytest.fixture(params=backbone_cases())
     def case(self, request):
         return request.param
 
@@ -46,22 +50,57 @@ class TestExamplePlugin(PriorContract):
         return PriorCase("table", {"init_scale": 1.0}, nfe=lambda opts: 1)
 
 
-def test_every_registered_prior_and_backbone_has_a_tiny_configuration():
+def test_every_builtin_prior_and_backbone_has_a_case_from_its_own_plugin():
+    builtin = {ep.name for ep in metadata.entry_points(group=plugins.ENTRY_POINT_GROUP) if ep.dist and ep.dist.name == plugins.BUILTIN_DISTRIBUTION}
     regs = vqbench.registries()
-    assert set(regs.priors.names()) <= set(TINY_PRIORS), "add a tiny PriorCase for every registered prior"
-    assert {c.spec["name"] for c in TINY_BACKBONES} == set(regs.backbones.names())
+    cases = conformance_cases()
+    for kind, registry in (("prior", regs.priors), ("backbone", regs.backbones)):
+        for name in (n for n in registry.names() if registry.origin(n) in builtin):
+            origins = {origin for origin, c in cases if (c.name if isinstance(c, PriorCase) else c.spec["name"]) == name}
+            assert origins == {registry.origin(name)}, f"built-in {kind} '{name}' needs a case from its plugin's vqbench_conformance_cases"
+    assert {"independent", "sundae", "absorbing", "autoregressive", "imagebart"} <= set(tiny_priors())
 
 
-def test_a_registered_prior_without_a_tiny_configuration_fails_loudly():
+def test_a_prior_without_a_case_is_skipped_with_a_reason_naming_its_plugin():
+    plugins.register_plugin(example_plugin)  # registers 'table' and 'nan_prior', and no conformance case
+    params = {p.id: p for p in prior_cases()}
+    assert "table" not in params and "independent" in params
+    (mark,) = params["table-no-case"].marks
+    assert mark.name == "skip"
+    assert mark.kwargs["reason"] == (
+        "prior 'table': plugin 'tests.example_plugin' registers no conformance case: implement vqbench_conformance_cases (docs/writing-a-plugin.md)"
+    )
+    assert not params["independent"].marks
+
+
+def test_cases_returned_through_the_hook_are_run():
+    class Cases:
+        @vqbench.hookimpl
+        def vqbench_conformance_cases(self):
+            return PriorCase("table", {"init_scale": 1.0}, id="table-from-hook")  # one case, not a list
+
     plugins.register_plugin(example_plugin)
-    missing = [p.values[0] for p in prior_cases() if p.values[0].name == "table"]
-    assert missing and missing[0].id == "table-MISSING"
-    with pytest.raises(pytest.fail.Exception, match="no tiny configuration"):
-        build_prior(missing[0])
+    plugins.register_plugin(Cases())
+    params = {p.id: p for p in prior_cases()}
+    assert params["table-from-hook"].values[0].params == {"init_scale": 1.0} and not params["table-from-hook"].marks
+    assert "table-no-case" not in params and "nan_prior-no-case" in params
+    assert [p.id for p in prior_cases(plugin="tests.example_plugin")] == ["nan_prior-no-case", "table-from-hook"]
+
+
+def test_a_case_for_an_unregistered_prior_is_kept_and_fails_when_built():
+    class Typo:
+        @vqbench.hookimpl
+        def vqbench_conformance_cases(self):
+            return [PriorCase("indepedent")]
+
+    plugins.register_plugin(Typo())
+    (param,) = [p for p in prior_cases() if p.id == "indepedent"]
+    with pytest.raises(UnknownNameError, match="did you mean 'independent'"):
+        build_prior(param.values[0])
 
 
 def test_independent_nll_is_the_exact_value():
-    prior = build_prior(TINY_PRIORS["independent"][0])
+    prior = build_prior(tiny_priors()["independent"][0])
     train = torch.randint(V, (64, *SHAPE), generator=gen(0))
     prior.fit(train)
     codes = random_codes(6, 9)
@@ -70,7 +109,7 @@ def test_independent_nll_is_the_exact_value():
 
 
 def test_autoregressive_cached_and_recomputed_decoding_give_identical_codes():
-    prior = build_prior(TINY_PRIORS["autoregressive"][0])
+    prior = build_prior(tiny_priors()["autoregressive"][0])
     cached = prior.sample(4, SHAPE, gen(3), kv_cache=True)
     recomputed = prior.sample(4, SHAPE, gen(3), kv_cache=False)
     assert torch.equal(cached, recomputed)

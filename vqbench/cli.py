@@ -30,18 +30,9 @@ def _load(args: argparse.Namespace):
 
 
 def _shard(text: str | None) -> tuple[int, int] | None:
-    """``I/N`` → (I, N) with 0 ≤ I < N."""
-    from .errors import ConfigError
+    from .runner.shards import parse_shard
 
-    if text is None:
-        return None
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise ConfigError("--shard", f"expected I/N such as 0/4, got {text!r}") from None
-    if not 0 <= index < count:
-        raise ConfigError("--shard", f"needs 0 ≤ I < N, got {text!r}")
-    return index, count
+    return parse_shard(text)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -52,8 +43,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     for bench in benches:
         if args.device:
             bench.device = args.device
-    if args.dry_run:  # plans without needing the data on disk
-        print("\n\n".join(describe_plan(bench, regs) for bench in benches))
+        if args.reuse_stale:
+            bench.reuse_stale = True
+    if args.dry_run:  # every check of `validate`; inputs missing on disk are listed, not fatal
+        missing = [preflight(bench, regs, plan_only=True) for bench in benches]
+        print("\n\n".join(describe_plan(bench, regs, shard, gaps) for bench, gaps in zip(benches, missing)))
         return 0
     for bench in benches:
         preflight(bench, regs)  # every benchmark of the file is checked before any of them runs
@@ -82,13 +76,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from .listing import detail, overview
     from .plugins import registries
 
-    for kind, registry in registries().kinds().items():
-        print(f"{kind}:")
-        for name, entry in registry.items():
-            doc = (entry.__doc__ or "").strip().splitlines()
-            print(f"  {name:<22} {registry.origin(name):<20} {doc[0] if doc else ''}")
+    print(detail(registries(), args.name) if args.name else overview(registries()))
     return 0
 
 
@@ -128,19 +119,36 @@ def cmd_encode(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     options = {"config": args.config} if args.config else {}
     tokenizer = tok_cls.load(args.checkpoint, **options).to(device)
-    resolution = args.resolution or getattr(getattr(tokenizer.config, "ddconfig", None), "resolution", None)
+    trained = tokenizer.trained_resolution or getattr(getattr(tokenizer.config, "ddconfig", None), "resolution", None)  # older files
+    resolution = args.resolution or trained
     if not resolution:
-        raise ConfigError("--resolution", "give the image resolution to encode at")
+        raise ConfigError(
+            "--resolution", f"{args.checkpoint} does not record its training resolution; give --resolution (and --resize to resize the images)"
+        )
+    if trained and resolution != trained and not args.resize:
+        raise ConfigError(
+            "--resolution", f"the tokenizer was trained at {trained} px, not {resolution}: its latent grid would differ from the benchmark's; "
+            f"add --resize to encode at {resolution} px anyway, or drop --resolution",
+        )  # fmt: skip
     source_cls = regs.datasets.get("image_folder")
     assert issubclass(source_cls, ImageSource)
     source = source_cls(source_cls.Config(path=args.images), resolution)
     source.check("--images")
+    if not args.resize:
+        check_native_size(source, resolution)
     sha = sha256_file(args.checkpoint)
-    source_meta = {"dataset": "image_folder", "path": str(args.images), "fingerprint": source.fingerprint(), "resolution": resolution}
+    source_meta = {
+        "dataset": "image_folder",
+        "path": str(args.images),
+        "fingerprint": source.fingerprint(),
+        "resolution": resolution,
+        "resized": args.resize,
+    }
     path = encode_latents(
         Path(args.out), tokenizer, source, np.arange(len(source)), device, args.batch_size, job=fingerprint(sha, source_meta, args.tokenizer, tokenizer.config_dict()),
         workers=args.workers, meta={
-            "tokenizer": {"name": args.tokenizer, "config": tokenizer.config_dict(), "checkpoint_sha256": sha},
+            "resolution": resolution,
+            "tokenizer": {"name": args.tokenizer, "config": tokenizer.config_dict(), "checkpoint_sha256": sha, "trained_resolution": trained},
             "source": source_meta, "split": {"name": "all", "source_count": len(source)},
         },
     )  # fmt: skip
@@ -148,6 +156,25 @@ def cmd_encode(args: argparse.Namespace) -> int:
     skipped = len(data.meta["skipped_unreadable"])
     print(f"wrote {len(data)} latents of {data.meta['h']}×{data.meta['w']} to {path} ({skipped} unreadable skipped)")
     return 0
+
+
+def check_native_size(source, resolution: int, sample: int = 64) -> None:
+    """Stop when images (the first ``sample`` files) are not ``resolution`` px square: encoding would resize them."""
+    from PIL import Image
+
+    from .errors import ConfigError
+
+    for path in source.files[:sample]:
+        try:
+            with Image.open(path) as image:
+                size = image.size
+        except OSError:
+            continue  # unreadable files are skipped (and listed) by the encode itself
+        if size != (resolution, resolution):
+            raise ConfigError(
+                "--images", f"{path} is {size[0]}×{size[1]} px, the tokenizer works at {resolution}×{resolution}: add --resize to resize "
+                "(shorter side, then centre crop), or use a tokenizer trained at this size",
+            )  # fmt: skip
 
 
 def cmd_speed(args: argparse.Namespace) -> int:
@@ -208,7 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="results folder (default results/<name>)")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the benchmark's device")
     run.add_argument("--dry-run", action="store_true", help="print the plan (cells, latent shape, parameters, budget) and stop")
-    run.add_argument("--shard", metavar="I/N", help="run only the cells at plan positions ≡ I mod N (e.g. a SLURM array task)")
+    run.add_argument(
+        "--shard",
+        metavar="I/N|auto",
+        help="run only the cells at plan positions ≡ I mod N (0 ≤ I < N); auto: from SLURM_ARRAY_TASK_* or VQBENCH_SHARD_*",
+    )
+    run.add_argument(
+        "--reuse-stale",
+        action="store_true",
+        help="keep cached tokenizers, trained priors and finished cells across a code change (recorded in the report)",
+    )
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser("validate", help="check a benchmark YAML without running it")
@@ -217,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=cmd_validate)
 
     lister = sub.add_parser("list", help="list registered plugins (tokenizers, priors, datasets, metrics, ...)")
+    lister.add_argument("name", nargs="?", help="show one plugin in full: origin, docstring, config keys with types and defaults")
     lister.set_defaults(func=cmd_list)
 
     report = sub.add_parser("report", help="rebuild report.{csv,md,tex} from a results folder without rerunning")
@@ -237,7 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--config", help="taming YAML for a taming checkpoint")
     encode.add_argument("--images", required=True, help="image folder (searched recursively)")
     encode.add_argument("--out", required=True, help="latent dataset directory to write")
-    encode.add_argument("--resolution", type=int, help="image size (default: the tokenizer's)")
+    encode.add_argument("--resolution", type=int, help="image size (default: the tokenizer's training resolution)")
+    encode.add_argument(
+        "--resize", action="store_true", help="resize images (shorter side, centre crop) to the resolution; without it other sizes are an error"
+    )
     encode.add_argument("--batch-size", type=int, default=32)
     encode.add_argument("--workers", type=int, help="image loader processes (default min(4, CPUs-1); 0: read in this process)")
     encode.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")

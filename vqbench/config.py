@@ -6,7 +6,9 @@ it and names the full key path (``priors[1].params.temperature``) in any error.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import types
 from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
@@ -88,12 +90,12 @@ def coerce(tp: Any, value: Any, key: str) -> Any:
         return value
     if tp is float:
         if isinstance(value, str):
-            try:  # YAML 1.1 reads 3e-5 as a string
-                return float(value)
-            except ValueError:
-                pass
+            with contextlib.suppress(ValueError):  # YAML 1.1 reads 3e-5 as a string
+                value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(key, f"expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(key, f"expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -122,6 +124,8 @@ def parse(cls: type[T], data: Any, key: str = "") -> T:
             continue
         if field.name in data:
             kwargs[field.name] = coerce(hints[field.name], data[field.name], _join(key, field.name))
+            if (field.name == "seed" or field.name.endswith("_seed")) and isinstance(kwargs[field.name], int) and kwargs[field.name] < 0:
+                raise ConfigError(_join(key, field.name), f"a seed must be non-negative, got {kwargs[field.name]}")
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ConfigError(_join(key, field.name), "required key is missing")
     obj = cls(**kwargs)
@@ -140,6 +144,31 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
+
+
+def unshared(value: Any) -> Any:
+    """A copy of plain YAML values in which every mapping and list is its own object.
+
+    YAML anchors, aliases and merge keys (``<<:``) make several places of a parsed file share one object, so an
+    override of one place would silently change the others; after this copy each place stands alone."""
+    if isinstance(value, dict):
+        return {key: unshared(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [unshared(item) for item in value]
+    return value
+
+
+def merged(base: Any, override: Any) -> Any:
+    """``override`` laid over ``base``, mapping by mapping: keys it leaves out keep ``base``'s values. A mapping that
+    names another plugin (a different ``name``) replaces ``base``'s wholesale, since the old keys belong to the old one."""
+    if not (isinstance(base, dict) and isinstance(override, dict)):
+        return unshared(override)
+    if "name" in override and override["name"] != base.get("name"):
+        return unshared(override)
+    out = unshared(base)
+    for key, value in override.items():
+        out[key] = merged(base[key], value) if key in base else unshared(value)
+    return out
 
 
 def set_dotted(data: dict, dotted: str, value: Any) -> None:

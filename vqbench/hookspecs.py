@@ -40,3 +40,11 @@ def vqbench_register_metrics(registry):
 @hookspec
 def vqbench_register_feature_extractors(registry):
     """Add image feature extractors used by FID/KID/PRDC (subclasses of ``vqbench.interfaces.FeatureExtractor``)."""
+
+
+@hookspec
+def vqbench_conformance_cases():
+    """Return tiny test configurations for the priors and backbones this plugin registers: a list of
+    ``vqbench.testing.PriorCase`` / ``BackboneCase`` (or one). The conformance suite runs the shared contract on each;
+    a registered prior or backbone without one is skipped with a note. Import ``vqbench.testing`` inside the hook (it
+    needs pytest, which only the tests install)."""

@@ -34,6 +34,7 @@ class Tokenizer(nn.Module, ABC):
     Config: ClassVar[type] = NoConfig
     codebook_size: int
     downsample_factor: int
+    trained_resolution: int | None = None  # image side it was trained at (saved with it), when known
 
     @abstractmethod
     def encode(self, images: torch.Tensor) -> torch.Tensor: ...
@@ -55,7 +56,7 @@ class Tokenizer(nn.Module, ABC):
     def save(self, path: str | Path) -> None:
         from .io import save_torch
 
-        save_torch(path, {"config": self.config_dict(), "state_dict": self.state_dict()})
+        save_torch(path, {"config": self.config_dict(), "state_dict": self.state_dict(), "trained_resolution": self.trained_resolution})
 
     @classmethod
     @abstractmethod

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 
 @contextlib.contextmanager
@@ -73,16 +73,39 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
         torch.save(obj, tmp)
 
 
+def check_writable_folder(path: str | os.PathLike, key: str) -> None:
+    """Stop with a ConfigError naming ``key`` unless ``path`` is, or can be created as, a folder this process can
+    write; probes with a temporary file that is removed again, so nothing is left behind."""
+    path = Path(path).expanduser()
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        what = "is a file" if existing == path else f"lies under the file {str(existing)!r}"
+        raise ConfigError(key, f"{str(path)!r} {what}; give a folder (it is created if missing)")
+    try:
+        handle, probe = tempfile.mkstemp(dir=existing, prefix=".vqbench-write-probe-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise ConfigError(key, f"cannot write in {str(existing)!r} ({err.strerror or err}); choose a writable folder") from None
+
+
 def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
     """Load weights without executing pickled code (``weights_only=True``)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the checkpoint file is empty (an interrupted copy or download?); replace it")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - report any unpickling failure the same way
+        first = (str(err).splitlines() or ["no message"])[0]
         raise DataError(
-            f"{path}: cannot load safely with weights_only=True ({type(err).__name__}: {str(err).splitlines()[0]}); re-save it as a plain state dict"
+            f"{path}: cannot load safely with weights_only=True ({type(err).__name__}: {first}); re-save it as a plain state dict"
         ) from None
 
 

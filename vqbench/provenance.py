@@ -3,14 +3,18 @@ computes them (so caches and finished cells are invalidated when that code chang
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
 import inspect
+import logging
 import platform
+import re
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +24,29 @@ from . import __version__
 
 PACKAGES = ("torch", "torchvision", "torch-fidelity", "lpips", "numpy", "pandas", "einops", "pluggy")
 CORE = Path(__file__).resolve().parent
+log = logging.getLogger(__name__)
+
+
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    """``tree`` with the docstring of every module, class and function removed (they document, never compute)."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                node.body = body[1:]
+    return tree
 
 
 @functools.cache
 def _file_digest(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """Digest of a Python file's syntax tree without docstrings: comments, formatting and documentation never change
+    it, any change of what the code does does. A file that does not parse is digested by its bytes."""
+    raw = Path(path).read_bytes()
+    try:
+        tree = _without_docstrings(ast.parse(raw, filename=path))
+    except (SyntaxError, ValueError):
+        return hashlib.sha256(raw).hexdigest()
+    return hashlib.sha256(ast.dump(tree, annotate_fields=False, include_attributes=False).encode()).hexdigest()
 
 
 def _source_files(obj: Any) -> set[str]:
@@ -45,7 +67,8 @@ def _source_files(obj: Any) -> set[str]:
 def code_digest(*objects: Any, core: bool = True) -> str:
     """A short digest of the source files behind ``objects`` (classes, functions, instances, modules; a package means
     all its files; for an nn.Module, the class of every submodule in its tree) and, with ``core``, of every file of the
-    vqbench package. Any edit to that code changes the digest."""
+    vqbench package. Any change of behaviour in that code changes the digest; comments, docstrings and formatting
+    do not (see ``_file_digest``)."""
     files: set[str] = set()
     for obj in objects:
         members: Iterable[Any] = obj.modules() if isinstance(obj, torch.nn.Module) else [obj]
@@ -57,6 +80,36 @@ def code_digest(*objects: Any, core: bool = True) -> str:
     for path in sorted(files):
         h.update(Path(path).name.encode() + b"\0" + _file_digest(path).encode())
     return h.hexdigest()[:16]
+
+
+_REUSE_STALE = False
+STALE_ENTRIES: list[str] = []  # cache entries of other code reused in this process (reported in the protocol)
+
+
+@contextlib.contextmanager
+def reuse_stale(enabled: bool) -> Iterator[None]:
+    """Within this block ``code_keyed`` falls back to cache entries computed by other code (``--reuse-stale``)."""
+    global _REUSE_STALE
+    previous, _REUSE_STALE = _REUSE_STALE, enabled
+    try:
+        yield
+    finally:
+        _REUSE_STALE = previous
+
+
+def code_keyed(folder: Path, stem: str, code: str, suffix: str = "") -> Path:
+    """The cache entry ``folder/<stem>-<code><suffix>``: ``stem`` fingerprints the settings, ``code`` the code digest.
+    Under ``reuse_stale`` a missing entry falls back to the newest one of the same settings computed by other code."""
+    exact = folder / f"{stem}-{code}{suffix}"
+    if exact.exists() or not _REUSE_STALE or not folder.is_dir():
+        return exact
+    pattern = re.compile(re.escape(stem) + r"-[0-9a-f]{16}" + re.escape(suffix) + "$")
+    others = sorted((p for p in folder.iterdir() if pattern.fullmatch(p.name)), key=lambda p: p.stat().st_mtime)
+    if not others:
+        return exact
+    log.warning("%s: computed by other code (now %s), reused (--reuse-stale)", others[-1], code)
+    STALE_ENTRIES.append(str(others[-1]))
+    return others[-1]
 
 
 def package_versions() -> dict[str, str | None]:

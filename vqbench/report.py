@@ -49,7 +49,7 @@ def summarise(long: pd.DataFrame, columns: dict[str, dict[str, Any]]) -> tuple[p
     return means, stds, counts
 
 
-def header_lines(protocol: dict[str, Any], nearest_k: int | None) -> list[str]:
+def header_lines(protocol: dict[str, Any], nearest_k: int | None, stale: list[str] | None = None) -> list[str]:
     lines = [f"# vqbench report: {protocol['benchmark']}", ""]
     ds, lat, tok, feat = protocol.get("dataset"), protocol["latents"], protocol.get("tokenizer"), protocol.get("features")
     b, s = protocol["budget"], protocol["sampling"]
@@ -61,7 +61,8 @@ def header_lines(protocol: dict[str, Any], nearest_k: int | None) -> list[str]:
         q = tok.get("quality") or {}
         quality = ""
         if "recon_psnr" in q:
-            quality = (f"; reconstruction PSNR {q['recon_psnr']:.2f} dB, LPIPS {q['recon_lpips']:.4f} ({q['recon_lpips_backbone']} backbone), "
+            lp = "random backbone — not comparable" if "random" in q["recon_lpips_backbone"] else f"{q['recon_lpips_backbone']} backbone"
+            quality = (f"; reconstruction PSNR {q['recon_psnr']:.2f} dB, LPIPS {q['recon_lpips']:.4f} ({lp}), "
                        f"{q['used_codes']}/{q['codebook_size']} codes used (perplexity {q['code_perplexity']:.1f})")  # fmt: skip
         lines.append(f"- **Tokenizer**: {tok['name']} ({tok['preset'] or tok['checkpoint']}){quality}")
     lines.append(
@@ -73,6 +74,12 @@ def header_lines(protocol: dict[str, Any], nearest_k: int | None) -> list[str]:
         note = "" if feat["real_weights"] else " — **random weights: FID/KID/PRDC are not comparable to published numbers**"
         description = feat["description"].split(":")[0] if not feat["real_weights"] else feat["description"]
         lines.append(f"- **Features**: {description}{note}; reference: {feat['num_real']} {feat['reference']}")
+    if protocol.get("lpips"):
+        lines.append(f"- **LPIPS** (inpainting): {protocol['lpips']}")
+    if protocol.get("reuse_stale"):
+        lines.append("- **Reused across a code change** (`--reuse-stale`): cached tokenizers, features, trained priors and finished cells "
+                     "computed by other code were kept" + (f"; cells from other code: {', '.join(stale)}" if stale else "")
+                     + (f"; cache entries from other code: {', '.join(protocol['stale_entries'])}" if protocol.get("stale_entries") else ""))  # fmt: skip
     if protocol.get("image_metrics_off"):
         lines.append(f"- **Image metrics off**: {protocol['image_metrics_off']}")
     if nearest_k is not None:
@@ -108,7 +115,9 @@ def write_report(out: str | Path, mark_near: bool = False) -> dict[str, Path]:
     means, stds, counts = summarise(long, columns)
     wide = means.join(stds.add_suffix("_seed_std")).assign(seeds=counts)
     write_text(paths["csv"], wide.to_csv(index_label="prior"))
-    md = header_lines(protocol, nearest_k)
+    stored = [read_json(p) for p in sorted((out / "runs").glob("*/metrics.json"))]
+    stale = [c["cell"] for c in stored if c.get("stale_code") or (c.get("info") or {}).get("stale_training")]
+    md = header_lines(protocol, nearest_k, stale)
     if mark_near:
         md.append("- † marks a value within one std (over seeds) of the best.")
     tex = [f"% vqbench report: {protocol['benchmark']}. Needs {LATEX_PREAMBLE}", ""]

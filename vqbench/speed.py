@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .config import parse
+from .config import merged, parse, to_dict
 from .metrics.timing import PeakMemory, Stopwatch, synchronize
 from .plugins import registries
 from .precision import compile_networks, inference_weights, make_autocast
@@ -36,6 +36,7 @@ def measure(
     regs = registries()
     cls = regs.priors.get(prior_name, "prior")
     torch.manual_seed(seed)
+    params = merged(to_dict(cls.Config()), params)  # `backbone.dim=64` changes one key of the default backbone
     prior = cls(parse(cls.Config, params, "params"), codebook_size, shape).to(device).eval()
     if compile:
         compile_networks(prior)

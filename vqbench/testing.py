@@ -1,24 +1,22 @@
 """The contract every prior and every backbone honours, as pytest mixins (diffusers-style).
 
 ``PriorContract`` and ``BackboneContract`` hold the tests; a test class mixes one in and provides a ``case`` fixture
-returning a ``PriorCase`` / ``BackboneCase`` (a tiny configuration). ``tests/test_conformance.py`` runs them over
-every registered prior and backbone; a registered prior without a tiny configuration in ``TINY_PRIORS`` fails there.
+returning a ``PriorCase`` / ``BackboneCase`` (a tiny configuration). Plugins hand their cases to the suite through the
+``vqbench_conformance_cases`` hook, the built-in ones included; ``tests/test_conformance.py`` runs every case of every
+registered prior and backbone, and skips (with a note naming the plugin) those without one.
 
-A plugin author runs the suite on a plugin's prior from the plugin's own tests::
+A plugin author runs the contract on the plugin's own priors from the plugin's tests (docs/writing-a-plugin.md)::
 
     import pytest
-    import vqbench.plugins
-    from vqbench.testing import PriorCase, PriorContract
-    import my_plugin
+    from vqbench.testing import PriorContract, prior_cases
 
     class TestMyPrior(PriorContract):
-        @pytest.fixture
-        def case(self):
-            vqbench.plugins.register_plugin(my_plugin)  # not needed once installed (entry point ``vqbench``)
-            return PriorCase("my_prior", {"hidden": 16}, nfe=lambda opts: 1)
+        @pytest.fixture(params=prior_cases(plugin="my_plugin"))  # the entry-point name
+        def case(self, request):
+            return request.param
 
-and runs ``pytest -q tests/`` (see ``TestExamplePlugin`` in ``tests/test_conformance.py``). Contracts that need a
-capability the prior does not declare (``supports_inpainting``, ``supports_likelihood``, ``conditional``) are skipped.
+Contracts that need a capability the prior does not declare (``supports_inpainting``, ``supports_likelihood``,
+``conditional``) are skipped.
 """
 
 from __future__ import annotations
@@ -33,7 +31,9 @@ import torch
 import vqbench
 from vqbench.config import parse
 from vqbench.interfaces import Backbone, Prior
+from vqbench.plugins import plugin_manager
 from vqbench.precision import make_autocast
+from vqbench.registry import Registry
 
 V, SHAPE, CLASSES = 8, (4, 4), 3  # tiny codebook, latent grid and number of classes
 
@@ -60,85 +60,96 @@ class PriorCase:
 
 @dataclass
 class BackboneCase:
+    """A tiny backbone spec (``{"name": ..., **config}``) and whether to build it causally."""
+
     spec: dict[str, Any]
     causal: bool = False
     id: str = ""
 
-
-TINY_PRIORS: dict[str, list[PriorCase]] = {
-    "independent": [PriorCase("independent", {"smoothing": 0.5}, nfe=lambda o: 0)],
-    "sundae": [
-        PriorCase(
-            "sundae",
-            {"backbone": HOURGLASS, "steps": 6, "min_steps": 2},
-            conditional=True,
-            nfe=lambda o: o["steps"],
-            nfe_opts={"steps": 5, "early_stop": False},
-        )
-    ],
-    "absorbing": [
-        PriorCase(
-            "absorbing",
-            {"backbone": TRANSFORMER, "total_steps": 8, "steps": 8},
-            conditional=True,
-            nfe=lambda o: o["steps"],
-            nfe_opts={"steps": 4},
-            commits=True,
-        ),
-        PriorCase(
-            "absorbing",
-            {"backbone": TRANSFORMER, "total_steps": 8, "sampler": "maskgit", "maskgit_steps": 6},
-            conditional=True,
-            nfe=lambda o: o["maskgit_steps"],
-            nfe_opts={"maskgit_steps": 4},
-            commits=True,
-            id="absorbing-maskgit",
-        ),
-    ],
-    "autoregressive": [PriorCase("autoregressive", {"backbone": TRANSFORMER}, conditional=True, nfe=lambda o: SHAPE[0] * SHAPE[1])],
-    "imagebart": [
-        PriorCase(
-            "imagebart",
-            {"scales": 2, "scale_net": IMAGEBART_SCALE_NET, "top_backbone": TRANSFORMER, "class_conditional": True, "residual_logits": False},
-            conditional=True,
-            nfe=lambda o: o["scales"] * SHAPE[0] * SHAPE[1] + o["scales"] - 1,  # decoder steps + encoder passes
-        ),
-        PriorCase(
-            "imagebart",
-            {"alphacum": [1.0, 0.7, 0.3, 0.0], "scale_net": IMAGEBART_SCALE_NET, "top_backbone": TRANSFORMER, "residual_logits": True},
-            nfe=lambda o: 3 * SHAPE[0] * SHAPE[1] + 2,
-            id="imagebart-residual-3-scales",
-        ),
-    ],
-}
-
-TINY_BACKBONES: list[BackboneCase] = [
-    BackboneCase({**HOURGLASS, "resample": resample, "rotary": rotary, "shorten": 4}, id=f"hourglass-{resample}-rotary{rotary}")
-    for resample in ("1d", "2d")
-    for rotary in ("none", "1d", "2d")
-] + [
-    BackboneCase(dict(TRANSFORMER), id="transformer-bidirectional"),
-    BackboneCase({**TRANSFORMER, "rotary": "1d"}, causal=True, id="transformer-causal"),
-]
+    def __post_init__(self) -> None:
+        self.id = self.id or str(self.spec.get("name", ""))
 
 
-def prior_cases() -> list[Any]:
-    """One pytest param per tiny case of every registered prior; a prior with no entry gets a failing param."""
+def conformance_cases() -> list[tuple[str, PriorCase | BackboneCase]]:
+    """(plugin name, case) for every case the loaded plugins return from the ``vqbench_conformance_cases`` hook."""
+    found: list[tuple[str, PriorCase | BackboneCase]] = []
+    for impl in reversed(plugin_manager().hook.vqbench_conformance_cases.get_hookimpls()):  # in registration order
+        result = impl.function()
+        if result is None:
+            continue
+        for case in result if isinstance(result, (list, tuple)) else [result]:
+            if not isinstance(case, (PriorCase, BackboneCase)):
+                raise TypeError(
+                    f"plugin '{impl.plugin_name}': vqbench_conformance_cases must return vqbench.testing.PriorCase or BackboneCase objects, got {case!r}"
+                )
+            found.append((impl.plugin_name, case))
+    return found
+
+
+def tiny_priors() -> dict[str, list[PriorCase]]:
+    """Every prior case, by prior name."""
+    cases: dict[str, list[PriorCase]] = {}
+    for _, case in conformance_cases():
+        if isinstance(case, PriorCase):
+            cases.setdefault(case.name, []).append(case)
+    return cases
+
+
+def tiny_backbones() -> list[BackboneCase]:
+    """Every backbone case."""
+    return [case for _, case in conformance_cases() if isinstance(case, BackboneCase)]
+
+
+def __getattr__(name: str) -> Any:
+    """``TINY_PRIORS`` and ``TINY_BACKBONES``: ``tiny_priors()`` and ``tiny_backbones()``, collected on access."""
+    if name == "TINY_PRIORS":
+        return tiny_priors()
+    if name == "TINY_BACKBONES":
+        return tiny_backbones()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def no_case(kind: str, name: str, plugin: str) -> str:
+    """The skip reason of a registered prior or backbone without a conformance case."""
+    return f"{kind} '{name}': plugin '{plugin}' registers no conformance case: implement vqbench_conformance_cases (docs/writing-a-plugin.md)"
+
+
+def _case_name(case: PriorCase | BackboneCase) -> str:
+    return case.name if isinstance(case, PriorCase) else str(case.spec.get("name", ""))
+
+
+def _params(kind: str, registry: Registry, case_type: type, plugin: str | None) -> list[Any]:
+    """The pytest params of ``kind``: every case, and a skipped param for each registered name without one. A case
+    naming something nobody registers is kept (building it then fails with the known names)."""
+    found = [(origin, _case_name(c), c) for origin, c in conformance_cases() if isinstance(c, case_type)]
+    names = [name for name in registry.names() if plugin in (None, registry.origin(name))]
+    names += sorted({name for origin, name, _ in found if plugin in (None, origin)} - set(names) - set(registry.names()))
     params = []
-    for name in vqbench.registries().priors.names():
-        cases = TINY_PRIORS.get(name)
-        if cases is None:
-            params.append(pytest.param(PriorCase(name, id=f"{name}-MISSING"), id=f"{name}-MISSING"))
-        else:
-            params += [pytest.param(c, id=c.id) for c in cases]
+    for name in names:
+        cases = [c for _, n, c in found if n == name]
+        params += [pytest.param(c, id=c.id) for c in cases]
+        if not cases:
+            reason = no_case(kind, name, registry.origin(name))
+            params.append(pytest.param(None, id=f"{name}-no-case", marks=pytest.mark.skip(reason=reason)))
+    if plugin is not None and not params:
+        raise LookupError(f"no {kind} is registered by plugin '{plugin}': install the package (`pip install -e .`) or check the entry-point name")
     return params
+
+
+def prior_cases(plugin: str | None = None) -> list[Any]:
+    """One pytest param per case of every registered prior (or of those ``plugin`` registers); a prior without a
+    case becomes a skipped param whose reason names its plugin."""
+    return _params("prior", vqbench.registries().priors, PriorCase, plugin)
+
+
+def backbone_cases(plugin: str | None = None) -> list[Any]:
+    """Like ``prior_cases``, for backbones."""
+    return _params("backbone", vqbench.registries().backbones, BackboneCase, plugin)
 
 
 def build_prior(case: PriorCase, num_classes: int = 0, seed: int = 0) -> Prior:
     """A tiny prior built as the runner does (``cls(parse(Config, params), V, shape, num_classes)``), fitted or
     randomly initialised."""
-    if case.id.endswith("-MISSING"):
-        pytest.fail(f"prior '{case.name}' is registered but has no tiny configuration in vqbench/testing.py TINY_PRIORS")
     cls = vqbench.registries().priors.get(case.name)
     torch.manual_seed(seed)
     prior = cls(parse(cls.Config, case.params, "prior.params"), V, SHAPE, num_classes)
@@ -353,9 +364,11 @@ __all__ = [
     "BackboneCase",
     "PriorContract",
     "BackboneContract",
-    "TINY_PRIORS",
-    "TINY_BACKBONES",
+    "conformance_cases",
+    "tiny_priors",
+    "tiny_backbones",
     "prior_cases",
+    "backbone_cases",
     "build_prior",
     "build_backbone",
     "exact_independent_nll",

@@ -329,3 +329,24 @@ class ImageBARTPrior(Prior):
 @vqbench.hookimpl
 def vqbench_register_priors(registry):
     registry.register("imagebart", ImageBARTPrior)
+
+
+@vqbench.hookimpl
+def vqbench_conformance_cases():
+    from vqbench.testing import IMAGEBART_SCALE_NET, SHAPE, TRANSFORMER, PriorCase  # test-only (needs pytest), so imported here
+
+    n = SHAPE[0] * SHAPE[1]
+    return [
+        PriorCase(
+            "imagebart",
+            {"scales": 2, "scale_net": IMAGEBART_SCALE_NET, "top_backbone": TRANSFORMER, "class_conditional": True, "residual_logits": False},
+            conditional=True,
+            nfe=lambda opts: opts["scales"] * n + opts["scales"] - 1,  # decoder steps + encoder passes
+        ),
+        PriorCase(
+            "imagebart",
+            {"alphacum": [1.0, 0.7, 0.3, 0.0], "scale_net": IMAGEBART_SCALE_NET, "top_backbone": TRANSFORMER, "residual_logits": True},
+            nfe=lambda opts: 3 * n + 2,
+            id="imagebart-residual-3-scales",
+        ),
+    ]

@@ -112,12 +112,15 @@ class VQGAN(TrainableTokenizer):
         if isinstance(state, dict) and "config" in state and "state_dict" in state and config is None:
             model = cls(parse(VQGANConfig, state["config"], f"{path}:config"))
             weights = state["state_dict"]
+            resolution = state.get("trained_resolution")
         else:
             if config is None:
                 raise DataError(f"{path}: a taming checkpoint needs its YAML config too (pass config=PATH / --config PATH)")
             model = cls(taming_yaml_config(config))
             weights = state.get("state_dict", state) if isinstance(state, dict) else state
+            resolution = model.config.ddconfig.resolution  # taming's ddconfig.resolution is its training resolution
         model.load_taming_state_dict(weights, source=str(path))
+        model.trained_resolution = int(resolution) if resolution else None
         return model.eval()
 
     def load_taming_state_dict(self, weights: dict[str, torch.Tensor], source: str = "state dict") -> None:
@@ -149,8 +152,16 @@ def taming_yaml_config(path: str | Path) -> VQGANConfig:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: taming YAML config not found")
-    data = yaml.safe_load(path.read_text()) or {}
-    params = (data.get("model") or {}).get("params")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise DataError(
+            f"{path}: not a readable YAML file ({type(err).__name__}: {' '.join(str(err).split())[:200]}); give the taming config of this checkpoint"
+        ) from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a mapping with model.params (a taming-transformers VQGAN config)")
+    model = data.get("model")
+    params = model.get("params") if isinstance(model, dict) else None
     if not isinstance(params, dict) or "ddconfig" not in params:
         raise DataError(f"{path}: expected model.params.{{embed_dim, n_embed, ddconfig}} (a taming-transformers VQGAN config)")
     dd_fields = {f.name for f in dataclasses.fields(DDConfig)}

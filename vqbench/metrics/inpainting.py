@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -13,7 +14,7 @@ import torch
 from ..errors import ConfigError
 from ..interfaces import Column, Metric, uint8_to_float
 from .fid import fid_from_features, kid_all_pairs
-from .lpips_net import load_lpips
+from .lpips_net import load_lpips, lpips_weights_label
 from .masks import MASK_KINDS, MaskKind, latent_regenerate_mask, pixel_masks
 
 
@@ -54,6 +55,7 @@ class InpaintingConfig:
     lpips_net: Literal["alex", "vgg", "squeeze"] = "alex"
     fid: bool = False  # FID of the composites; needs num_images ≥ the feature dimension (KID is always reported)
     seed: int = 0  # stroke masks and the offline LPIPS backbone: fixed, so every cell sees the same ones
+    lpips_weights: str | None = None  # the backbone's torchvision weights file (offline); default: torchvision's cache
 
     def validate(self, key: str) -> None:
         if self.num_images < 2:
@@ -65,6 +67,10 @@ class InpaintingConfig:
             )
         if not self.masks:
             raise ConfigError(f"{key}.masks", "list at least one mask kind")
+        if self.lpips_weights is not None and not Path(self.lpips_weights).expanduser().is_file():
+            raise ConfigError(
+                f"{key}.lpips_weights", f"{self.lpips_weights!r} does not exist; give the torchvision weights file of the {self.lpips_net} backbone"
+            )
 
 
 class InpaintingMetric(Metric):
@@ -77,14 +83,16 @@ class InpaintingMetric(Metric):
 
     def columns(self, config: InpaintingConfig) -> dict[str, Column]:
         n = config.num_images
+        label = lpips_weights_label(config.lpips_net, config.lpips_weights)
+        lpips = "LPIPS, random backbone — not comparable" if "random" in label else "LPIPS"
         cols = {}
         for kind in config.masks:
-            cols[f"inpaint_{kind}_lpips"] = Column("lower", f"{kind} LPIPS (composite, N={n})", 4)
+            cols[f"inpaint_{kind}_lpips"] = Column("lower", f"{kind} {lpips} (composite, N={n})", 4)
             cols[f"inpaint_{kind}_kid"] = Column("lower", f"{kind} KID (composite, N={n})", 4)
             if config.fid:
                 cols[f"inpaint_{kind}_fid"] = Column("lower", f"{kind} FID (composite, N={n})", 2)
             cols[f"inpaint_{kind}_psnr"] = Column("higher", f"{kind} kept-token PSNR vs reconstruction", 2)
-            cols[f"inpaint_{kind}_lpips_in_mask"] = Column("none", f"{kind} LPIPS map in mask (diagnostic)", 4)
+            cols[f"inpaint_{kind}_lpips_in_mask"] = Column("none", f"{kind} {lpips} map in mask (diagnostic)", 4)
         return cols
 
     @torch.inference_mode()
@@ -95,10 +103,13 @@ class InpaintingMetric(Metric):
         if len(images) != config.num_images:
             raise ValueError(f"inpainting needs {config.num_images} held-out images, {len(images)} are available")
         reconstruction = ctx.decode(codes)
-        lpips_full, real = load_lpips(config.lpips_net, seed=config.seed)
-        lpips_map, _ = load_lpips(config.lpips_net, seed=config.seed, spatial=True)
+        lpips_full, real = load_lpips(config.lpips_net, seed=config.seed, weights=config.lpips_weights, key="metrics.inpainting.lpips_weights")
+        lpips_map, _ = load_lpips(
+            config.lpips_net, seed=config.seed, spatial=True, weights=config.lpips_weights, key="metrics.inpainting.lpips_weights"
+        )
         lpips_full.to(ctx.device), lpips_map.to(ctx.device)
-        ctx.notes["inpainting_lpips"] = f"LPIPS-{config.lpips_net} ({'pretrained' if real else f'random backbone, seed {config.seed}'})"
+        label = lpips_weights_label(config.lpips_net, config.lpips_weights)
+        ctx.notes["inpainting_lpips"] = label if real else f"{label} (seed {config.seed})"
         factor = ctx.tokenizer.downsample_factor
         out: dict[str, float] = {}
         for kind in config.masks:

@@ -22,7 +22,7 @@ from ..io import atomic_path, fingerprint, load_torch, read_json, save_torch, wr
 from ..metrics.features import FeatureSet
 from ..plugins import Registries
 from ..precision import compile_networks, inference_weights
-from ..provenance import code_digest, package_versions
+from ..provenance import code_digest, code_keyed, package_versions
 from ..report import flatten
 from ..training import StepLoop
 from .data import DataBundle
@@ -101,7 +101,7 @@ def run_cell(
     folder = cell.directory(out)
     protocol = cell_protocol(cell, bench, regs, data, metrics, reference)
     world = distributed.world()
-    if distributed.broadcast(world.main and _finished(cell, folder, protocol)):  # rank 0 decides for every rank
+    if distributed.broadcast(world.main and _finished(cell, folder, protocol, bench.reuse_stale)):  # rank 0 decides for every rank
         return {"status": "skipped"}
     if not world.main:
         return _run(cell, bench, regs, data, metrics, reference, folder, cache, device, autocast)
@@ -118,14 +118,20 @@ def run_cell(
         handler.close()
 
 
-def _finished(cell: Cell, folder: Path, protocol: dict[str, Any]) -> bool:
-    """True when the cell's stored results were computed under ``protocol``; otherwise any stale result is removed."""
+def _finished(cell: Cell, folder: Path, protocol: dict[str, Any], reuse_stale: bool = False) -> bool:
+    """True when the cell's stored results were computed under ``protocol`` (with ``reuse_stale``: under it up to the
+    code digest; the cell is then marked ``stale_code``); otherwise any stale result is removed."""
     if not (folder / "metrics.json").is_file():
         return False
     stored = read_json(folder / "metrics.json")
     retry = sorted((stored.get("info") or {}).get("failed_metrics") or {})
     if stored.get("fingerprint") == fingerprint(protocol) and not retry:
         log.info("cell %s already finished: skipped", cell.id)
+        return True
+    if reuse_stale and not retry and protocol_changes(stored.get("protocol") or {}, protocol) == ["code"]:
+        log.warning("cell %s was computed by other code (%s, now %s): kept (--reuse-stale)", cell.id, stored["protocol"]["code"], protocol["code"])
+        if stored.get("stale_code") != stored["protocol"]["code"]:
+            write_json(folder / "metrics.json", stored | {"stale_code": stored["protocol"]["code"]})
         return True
     if retry:
         log.info("cell %s: metrics %s failed last time: recomputing", cell.id, ", ".join(retry))
@@ -137,16 +143,17 @@ def _finished(cell: Cell, folder: Path, protocol: dict[str, Any]) -> bool:
     return False
 
 
-def training_key(prior: Prior, lr: float, bench: Benchmark, seed: int, data: DataBundle) -> str:
+def training_key(prior: Prior, lr: float, bench: Benchmark, seed: int, data: DataBundle) -> tuple[str, str]:
     """Everything that determines the trained weights; sampler-only settings are left out, so variants that differ
-    only in how they sample (e.g. the absorbing and MaskGIT samplers) share one training run."""
+    only in how they sample (e.g. the absorbing and MaskGIT samplers) share one training run. Returns (fingerprint of
+    the settings, digest of the code), which name the cache entry ``<prior>-<settings>-<code>.pt``."""
     params = prior.describe()
     if prior.sampler_config is not None:
         for f in fields(prior.sampler_config):
             params.pop(f.name, None)
     code = code_digest(prior, vqbench_nn, vqbench_sampling, train_prior, StepLoop, core=False)
     ranks = [{"ranks": distributed.world().size}] if distributed.world().active else []  # rank r > 0 draws its own noise
-    return fingerprint(type(prior).__name__, params, lr, asdict(bench.budget), seed, bench.precision, data.train.meta["codes_sha256"], code, *ranks)
+    return fingerprint(type(prior).__name__, params, lr, asdict(bench.budget), seed, bench.precision, data.train.meta["codes_sha256"], *ranks), code
 
 
 def train_or_reuse(
@@ -157,23 +164,27 @@ def train_or_reuse(
     if not prior.trainable:
         prior.fit(data.train.tensor().to(device))
         return {"steps": 0, "train_minutes": (time.monotonic() - started) / 60, "final_loss": float("nan")}
-    shared = cache / "priors" / f"{cell.section.name}-{training_key(prior, lr, bench, cell.seed, data)}.pt"
+    settings, code = training_key(prior, lr, bench, cell.seed, data)
+    shared = code_keyed(cache / "priors", f"{cell.section.name}-{settings}", code, ".pt")
     curve = shared.with_suffix(".csv")
     main = distributed.world().main
-    if distributed.broadcast(shared.is_file()):  # every rank reads the shared cache
+    cached = main and shared.is_file()
+    if cached and not curve.is_file():  # written before the weights since they are cached together
+        log.warning("trained-prior cache entry %s is incomplete (no %s): recomputed", shared, curve.name)
+        cached = False
+    if distributed.broadcast(cached):  # every rank reads the shared cache
         state = load_torch(shared, map_location=device)
         prior.load_state_dict(state["state_dict"])
         log.info("trained weights reused from %s (same prior, data, budget and seed)", shared)
-        if main and curve.is_file():
+        if main:
             write_text(folder / CURVE_FILE, curve.read_text())
-        elif main:
-            (folder / CURVE_FILE).unlink(missing_ok=True)  # never plot a curve of another training
-        return {**state["info"], "reused_training": shared.name, "training": shared.stem}
+        stale = {"stale_training": shared.name} if not shared.stem.endswith(code) else {}  # --reuse-stale took another code's
+        return {**state["info"], "reused_training": shared.name, "training": shared.stem, **stale}
     info = train_prior(prior, data.train, bench.budget, lr, cell.seed, folder / "train_state.pt", device, autocast, validation=data.test)
-    if main:
-        save_torch(shared, {"state_dict": prior.state_dict(), "info": info})
+    if main:  # the weights last: their file is what makes the entry visible, its curve already beside it
         if (folder / CURVE_FILE).is_file():
             write_text(curve, (folder / CURVE_FILE).read_text())
+        save_torch(shared, {"state_dict": prior.state_dict(), "info": info})
     return {**info, "training": shared.stem}
 
 

@@ -1,8 +1,10 @@
 """Claims on cells, so several jobs (a SLURM array, two machines on a shared file system) can share one results folder.
 
-A job claims a cell by creating ``claim.json`` in the cell's folder with ``O_CREAT | O_EXCL`` (atomic on local and NFS
-v3+ file systems), keeps it alive with a heartbeat (the file's modification time), and removes it when the cell is
-done. A claim whose heartbeat is older than ``stale_after`` seconds belongs to a killed job and is taken over.
+A job claims a cell by creating ``claim.json`` in the cell's folder, whole, with a hard link from a temporary file
+(atomic on local and NFS v3+ file systems; ``O_CREAT | O_EXCL`` where hard links are unsupported), keeps it alive with
+a heartbeat (the file's modification time), and removes it when the cell is done. A claim whose heartbeat is older
+than ``stale_after`` seconds belongs to a killed job and is taken over, and so at once is a claim whose process is
+known to be gone (same host and process namespace, no such process).
 """
 
 from __future__ import annotations
@@ -33,14 +35,47 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _create(path: Path, token: str) -> bool:
+def _process_space() -> str:
+    """The host and process namespace this process's id is valid in."""
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()}/{namespace}"
+
+
+def _create(path: Path, token: str) -> bool:
+    """Create the claim ``path`` with its content, unless it exists."""
+    text = json.dumps({"owner": _owner(), "token": token, "since": time.time(), "space": _process_space(), "pid": os.getpid()})
+    tmp = path.with_name(f".{path.name}.{token}")
+    tmp.write_text(text)
+    try:
+        os.link(tmp, path)
     except FileExistsError:
         return False
-    with os.fdopen(fd, "w") as f:
-        json.dump({"owner": _owner(), "token": token, "since": time.time()}, f)
+    except OSError:  # no hard links on this file system
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+    finally:
+        tmp.unlink(missing_ok=True)
     return True
+
+
+def _owner_gone(claim: dict) -> bool:
+    """True when the claim's process ran in this host and process namespace and no longer exists."""
+    if claim.get("space") != _process_space() or not isinstance(claim.get("pid"), int):
+        return False
+    try:
+        os.kill(claim["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by another user
+        return False
+    return False
 
 
 def _read(path: Path) -> dict:
@@ -51,9 +86,10 @@ def _read(path: Path) -> dict:
 
 
 def _take_over_if_stale(path: Path, stale_after: float, token: str) -> bool:
-    """Move a stale claim aside (a rename: only one job wins it) and claim the cell afresh."""
+    """Move a stale claim, or one of a process that is gone, aside (a rename: only one job wins it) and claim the
+    cell afresh."""
     try:
-        if time.time() - path.stat().st_mtime < stale_after:
+        if time.time() - path.stat().st_mtime < stale_after and not _owner_gone(_read(path)):
             return False
         aside = path.with_name(f".stale-{token}")
         os.rename(path, aside)

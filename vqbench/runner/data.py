@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import importlib
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +22,12 @@ from ..config import parse, required, to_dict
 from ..distributed import barrier, broadcast, world
 from ..errors import ConfigError
 from ..interfaces import ImageSource, LatentSource, Tokenizer, TrainableTokenizer, float_to_uint8
-from ..io import fingerprint, read_json, sha256_file, write_json
+from ..io import atomic_path, fingerprint, read_json, sha256_file, write_json
 from ..metrics.inpainting import psnr_in_region
 from ..metrics.latent_stats import codebook_stats
 from ..metrics.lpips_net import load_lpips
 from ..plugins import Registries
-from ..provenance import code_digest
+from ..provenance import code_digest, code_keyed
 from ..streaming import ImageBatch, batch_count, loader, map_batches, note_skipped, stream_batches
 from .claims import exclusive
 from .schema import Benchmark
@@ -160,28 +161,49 @@ def _tokenizer(bench, regs, source, train_idx, cache, device, autocast) -> tuple
     code = code_digest(model, tok_cls, tok_cls.fit, importlib.import_module(tok_cls.__module__.rpartition(".")[0] or tok_cls.__module__), core=False)
     ranks = {"ranks": world().size} if world().active else {}  # per-rank noise and statistics: N is part of the run
     key = fingerprint(
-        tc.name, tc.preset, to_dict(model.config), to_dict(train_cfg), tc.seed, bench.precision, source.fingerprint(), train_idx.tolist(), code,
+        tc.name, tc.preset, to_dict(model.config), to_dict(train_cfg), tc.seed, bench.precision, source.fingerprint(), train_idx.tolist(),
         *([ranks] if ranks else []),
     )  # fmt: skip
-    folder = cache / "tokenizers" / f"{tc.name}-{tc.preset}-{key}"
+    folder = code_keyed(cache / "tokenizers", f"{tc.name}-{tc.preset}-{key}", code)
     final = folder / "tokenizer.pt"
+    state = folder.with_name(f"{folder.name}.train_state.pt")  # resumable training state, beside the entry
     # rank 0 holds the tokenizer's lock while the ranks train, so concurrent jobs never train it into one checkpoint
     with exclusive(cache / "locks" / folder.name) if world().main else contextlib.nullcontext():
-        if broadcast(final.is_file()):
+        if broadcast(world().main and _tokenizer_entry_complete(folder, state)):
             log.info("tokenizer from cache %s", final)
-            return tok_cls.load(final).to(device), final, read_json(folder / "train.json")
+            return tok_cls.load(final).to(device), final, read_json(folder / TOKENIZER_INFO)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(tc.seed)
             model = tok_cls.from_preset(tc.preset or "", tc.params)
-            stats = tok_cls.fit(
-                model, source, train_idx, train_cfg, checkpoint=folder / "train_state.pt", seed=tc.seed, device=device, autocast=autocast
-            )
+            stats = tok_cls.fit(model, source, train_idx, train_cfg, checkpoint=state, seed=tc.seed, device=device, autocast=autocast)
         info = {"origin": f"trained preset {tc.preset}", "train": stats | ranks}
-        if world().main:
-            model.save(final)
-            write_json(folder / "train.json", info)
+        model.trained_resolution = required(bench.dataset, "dataset").resolution  # saved with it, checked by `encode`
+        if world().main:  # the entry appears whole: both files are written in a temporary folder renamed into place
+            with atomic_path(folder) as tmp:
+                tmp.mkdir()
+                model.save(tmp / final.name)
+                write_json(tmp / TOKENIZER_INFO, info)
+            state.unlink(missing_ok=True)
         barrier()
     return model.eval(), final, info
+
+
+TOKENIZER_INFO = "train.json"
+
+
+def _tokenizer_entry_complete(folder: Path, state: Path) -> bool:
+    """True when the cached tokenizer ``folder`` holds both of its files (a leftover training ``state`` is removed).
+    An incomplete folder, as an interrupted older vqbench left it (it wrote the files one by one in place), is logged
+    as recomputed; training resumes from the state it holds, if any."""
+    missing = [name for name in ("tokenizer.pt", TOKENIZER_INFO) if not (folder / name).is_file()]
+    if not missing:
+        state.unlink(missing_ok=True)  # left when a run stopped right after renaming the entry into place
+        return True
+    if folder.exists():
+        log.warning("tokenizer cache entry %s is incomplete (no %s): recomputed", folder, " or ".join(missing))
+        if (folder / "train_state.pt").is_file() and not state.is_file():
+            os.replace(folder / "train_state.pt", state)
+    return False
 
 
 def _encoder(tokenizer: Tokenizer, device: torch.device) -> Callable[[ImageBatch], tuple[torch.Tensor | None, list[int], list[tuple[int, str]]]]:

@@ -23,22 +23,22 @@ log = logging.getLogger(__name__)
 
 
 def _write_images(folder: Path, batches: Iterator[torch.Tensor], fmt: str) -> int:
-    """uint8 B×3×H×W batches → numbered PNGs in ``folder``, or one ``images.npz`` (N×H×W×3) there."""
+    """uint8 B×3×H×W batches → numbered PNGs in ``folder``, or one ``images.npz`` (N×H×W×3) there. The folder is
+    written under a temporary name and renamed into place, replacing an earlier export whole."""
     from PIL import Image
 
-    folder.mkdir(parents=True, exist_ok=True)
     count, arrays = 0, []
-    for batch in batches:
-        for image in batch.permute(0, 2, 3, 1).numpy():
-            if fmt == "png":
-                with atomic_path(folder / f"{count:06d}.png") as tmp:
-                    Image.fromarray(image).save(tmp, format="PNG")
-            else:
-                arrays.append(image)
-            count += 1
-    if fmt == "npz":
-        with atomic_path(folder / "images.npz") as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(handle, images=np.stack(arrays) if arrays else np.zeros((0, 0, 0, 3), np.uint8))
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        for batch in batches:
+            for image in batch.permute(0, 2, 3, 1).numpy():
+                if fmt == "png":
+                    Image.fromarray(image).save(tmp / f"{count:06d}.png", format="PNG")
+                else:
+                    arrays.append(image)
+                count += 1
+        if fmt == "npz":
+            np.savez_compressed(tmp / "images.npz", images=np.stack(arrays) if arrays else np.zeros((0, 0, 0, 3), np.uint8))
     return count
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import platform
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,18 +16,20 @@ import torch
 
 from .. import distributed
 from ..config import parse, required, to_dict
-from ..errors import ConfigError, TrainingDiverged
+from ..errors import ConfigError, DataError, TrainingDiverged
 from ..interfaces import LatentSource, Prior
-from ..io import fingerprint, read_json, save_torch, sha256_file, write_json
+from ..io import check_writable_folder, fingerprint, read_json, save_torch, sha256_file, write_json
 from ..metrics.features import FeatureSet, cached_features, extract_features, extract_features_split
+from ..metrics.lpips_net import lpips_weights_label
 from ..plugins import Registries
 from ..precision import make_autocast, resolve_precision
-from ..provenance import code_digest, provenance
+from ..provenance import STALE_ENTRIES, code_digest, code_keyed, provenance, reuse_stale
 from ..verdicts import check_claims
 from .cell import Cell, count_parameters, run_cell
 from .claims import Claim, claim_cell
 from .data import DataBundle, decode_to_uint8, prepare_data, split_indices, trainable
 from .evaluate import image_sampling, metric_configs, reference_split
+from .memory import probe_training_memory
 from .schema import Benchmark, cell_id, expand_variants
 
 log = logging.getLogger(__name__)
@@ -85,8 +88,15 @@ def latent_geometry(bench: Benchmark, regs: Registries) -> tuple[tuple[int, int]
     return tok.latent_shape(ds.resolution), tok.codebook_size, count_parameters(tok)
 
 
-def describe_plan(bench: Benchmark, regs: Registries) -> str:
-    cells = plan_cells(bench, regs)
+def in_shard(index: int, shard: tuple[int, int] | None) -> bool:
+    """Whether the cell at plan position ``index`` (from 0) belongs to shard (i, N): positions ≡ i mod N."""
+    return shard is None or index % shard[1] == shard[0]
+
+
+def describe_plan(bench: Benchmark, regs: Registries, shard: tuple[int, int] | None = None, missing: Sequence[str] = ()) -> str:
+    """The plan of exactly the cells this job would run (its shard), with inputs that are not on disk yet."""
+    every = plan_cells(bench, regs)
+    cells = [cell for cell in every if in_shard(cell.index, shard)]
     try:
         device = resolve_device(bench.device)
         precision, why = resolve_precision(bench.precision, device)
@@ -103,7 +113,7 @@ def describe_plan(bench: Benchmark, regs: Registries) -> str:
     )
     tok = bench.tokenizer
     lines = [
-        f"benchmark {bench.name}: {len(cells)} cells",
+        f"benchmark {bench.name}: {len(cells)} cells" + (f" (shard {shard[0]}/{shard[1]} of {len(every)} cells)" if shard else ""),
         data_line,
         f"  tokenizer: {tok.name if tok else 'none'}"
         + (f" ({tok.preset or tok.checkpoint}, {tok_params / 1e6:.2f} M params)" if tok and tok_params else ""),
@@ -112,6 +122,7 @@ def describe_plan(bench: Benchmark, regs: Registries) -> str:
         f"  sampling: {bench.sampling.num_samples} samples, batch {bench.sampling.batch_size}; seeds {bench.seeds}",
         f"  metrics: {', '.join(bench.metrics.enabled)} (features: {bench.metrics.feature_extractor})",
         device_line,
+        *(f"  not on disk (a real run stops here): {gap}" for gap in missing),
         "  cells:",
     ]
     for cell in cells:
@@ -143,8 +154,8 @@ def reference_features(bench: Benchmark, regs: Registries, data: DataBundle, cac
     content = data.source.fingerprint() if data.source is not None else data.test.meta["codes_sha256"]
     weights = sha256_file(m.feature_weights) if m.feature_weights else extractor.description + extractor.weights_key
     code = code_digest(extractor, extract_features, core=False)
-    key = fingerprint(m.feature_extractor, weights, data.reference_kind, content, data.test.meta["codes_sha256"], n, code)
-    path = cache / "features" / f"{m.feature_extractor}-{key}.pt"
+    key = fingerprint(m.feature_extractor, weights, data.reference_kind, content, data.test.meta["codes_sha256"], n)
+    path = code_keyed(cache / "features", f"{m.feature_extractor}-{key}", code, ".pt")
     tokenizer = data.tokenizer
     decode = lambda codes: decode_to_uint8(tokenizer, codes, device)  # noqa: E731
 
@@ -198,9 +209,14 @@ def run_benchmark(
         torch.set_num_threads(bench.threads)
     out = Path(out or bench.out or Path("results") / bench.name)
     cache = Path(bench.cache or Path("results") / ".cache")
+    if world.main:  # before the first file: a results or cache path that cannot be written is bad input
+        check_writable_folder(out, "out (--out)")
+        check_writable_folder(cache, "cache")
+    shape, vocab, _ = latent_geometry(bench, regs)
+    probe_training_memory(bench, regs, cells, (shape, vocab), device, world.size)  # a batch that cannot fit: exit 2 now
     out.mkdir(parents=True, exist_ok=True)
     outcome = RunOutcome(out)
-    with _log_to(out / "run.log") if world.main else contextlib.nullcontext():
+    with _log_to(out / "run.log") if world.main else contextlib.nullcontext(), reuse_stale(bench.reuse_stale):
         log.info("device %s, precision %s (%s)%s", device, precision, precision_reason, f", {world.size} ranks" if world.active else "")
         if world.main:
             write_json(
@@ -219,10 +235,13 @@ def run_benchmark(
                     "precision_reason": precision_reason,
                     "precision_requested": requested,
                     "metric_settings": {name: to_dict(config) for name, (_, config) in configured.items()},
+                    "lpips": lpips_protocol(configured),
+                    "reuse_stale": bench.reuse_stale,
+                    "stale_entries": [Path(entry).name for entry in STALE_ENTRIES],
                 },
             )
         for i, cell in enumerate(cells, 1):
-            if shard is not None and (i - 1) % shard[1] != shard[0]:
+            if not in_shard(cell.index, shard):
                 continue
             log.info("cell %d/%d: %s", i, len(cells), cell.id)
             with _claim(cell.directory(out), world) as claim:
@@ -297,6 +316,14 @@ def protocol(bench: Benchmark, data: DataBundle, reference: FeatureSet | None, d
     }
 
 
+def lpips_protocol(configured: dict[str, tuple[Any, Any]]) -> str | None:
+    """How the inpainting metric's LPIPS backbone is initialised (None without that metric)."""
+    for _, config in configured.values():
+        if hasattr(config, "lpips_net"):
+            return lpips_weights_label(config.lpips_net, getattr(config, "lpips_weights", None))
+    return None
+
+
 @contextlib.contextmanager
 def _log_to(path: Path) -> Iterator[None]:
     """Log into ``path`` for the duration of one benchmark (the handler is removed afterwards, so the benchmarks of
@@ -315,8 +342,9 @@ def _log_to(path: Path) -> Iterator[None]:
         root.setLevel(previous)
 
 
-def preflight(bench: Benchmark, regs: Registries) -> None:
-    """Check every path and plugin name before anything is written."""
+def preflight(bench: Benchmark, regs: Registries, plan_only: bool = False) -> list[str]:
+    """Check every setting, path and plugin name before anything is written. With ``plan_only`` (a dry run) inputs
+    missing on disk are returned as lines instead of stopping the check; every other error still stops it."""
     cells = plan_cells(bench, regs)
     configured = metric_configs(bench.metrics, regs, image_sampling(bench))
     directions = {name: col.direction for metric, config in configured.values() for name, col in metric.columns(config).items()}
@@ -324,18 +352,31 @@ def preflight(bench: Benchmark, regs: Registries) -> None:
     for i, claim in enumerate(bench.claims):
         if claim.metric == "val_nll_mean" and bench.budget.eval_every is None:
             raise ConfigError(f"claims[{i}].metric", "val_nll_mean needs validation curves: set budget.eval_every")
+    missing: list[str] = []
+
+    def on_disk(check: Callable[[], None]) -> bool:
+        try:
+            check()
+        except (ConfigError, DataError) as err:
+            if not plan_only:
+                raise
+            missing.append(str(err))
+            return False
+        return True
+
     checks = []
     if bench.tokenizer is not None:
         tok_cls = regs.tokenizers.get(bench.tokenizer.name, "tokenizer.name")
         if bench.tokenizer.checkpoint is None:
             trainable(tok_cls, bench.tokenizer.name)
+            check_tokenizer_settings(tok_cls, bench.tokenizer)
         checks += [("tokenizer.checkpoint", bench.tokenizer.checkpoint), ("tokenizer.config", bench.tokenizer.config)]
     if bench.latents is not None:
         checks += [("latents.train", bench.latents.train), ("latents.test", bench.latents.test)]
     checks.append(("metrics.feature_weights", bench.metrics.feature_weights))
     for key, path in checks:
-        if path is not None and not Path(path).expanduser().exists():
-            raise ConfigError(key, f"{path!r} does not exist")
+        if path is not None:
+            on_disk(functools.partial(_exists, key, path))
     regs.feature_extractors.get(bench.metrics.feature_extractor, "metrics.feature_extractor")
     if bench.dataset is not None and bench.latents is None:
         source_cls = regs.datasets.get(bench.dataset.name, "dataset.name")
@@ -343,11 +384,25 @@ def preflight(bench: Benchmark, regs: Registries) -> None:
             if bench.tokenizer is not None:
                 raise ConfigError("tokenizer", f"dataset '{bench.dataset.name}' generates codes directly; remove the tokenizer section")
             source_cls(parse(source_cls.Config, bench.dataset.params, "dataset.params"))
-            return
+            return missing
         if bench.tokenizer is None:
             raise ConfigError("tokenizer", f"image dataset '{bench.dataset.name}' needs a tokenizer: give `preset` (train one) or `checkpoint`")
         source = source_cls(parse(source_cls.Config, bench.dataset.params, "dataset.params"), bench.dataset.resolution)
-        source.check("dataset.params")
-        if any(metric.needs_images for metric, _ in configured.values()):  # reference and inpainting images fit the split
+        if on_disk(lambda: source.check("dataset.params")) and any(metric.needs_images for metric, _ in configured.values()):
             _, test_idx = split_indices(len(source), bench.dataset.test_fraction, bench.dataset.split_seed)
-            reference_split(bench.metrics, configured, len(test_idx))
+            reference_split(bench.metrics, configured, len(test_idx))  # reference and inpainting images fit the split
+    return missing
+
+
+def check_tokenizer_settings(cls: type, section: Any) -> None:
+    """Parse the tokenizer's architecture overrides and training settings as training will (no weights built)."""
+    tok_cls = trainable(cls, section.name)
+    train_defaults = tok_cls.preset_training.get(section.preset or "", {})
+    parse(tok_cls.TrainConfig, {**train_defaults, **section.train}, "tokenizer.train")
+    with torch.device("meta"):
+        tok_cls.from_preset(section.preset or "", section.params)
+
+
+def _exists(key: str, path: str) -> None:
+    if not Path(path).expanduser().exists():
+        raise ConfigError(key, f"{path!r} does not exist")

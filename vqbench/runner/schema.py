@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import yaml
 
-from ..config import in_unit_interval, parse, positive, set_dotted
+from ..config import in_unit_interval, parse, positive, set_dotted, unshared
 from ..errors import ConfigError, DataError
 from ..registry import did_you_mean
 from ..verdicts import ClaimSection
@@ -100,6 +100,7 @@ class SamplingSection:
     def validate(self, key: str) -> None:
         positive(key, "num_samples", self.num_samples)
         positive(key, "batch_size", self.batch_size)
+        positive(key, "grid_size", self.grid_size)
 
 
 @dataclass
@@ -132,16 +133,24 @@ class Benchmark:
     compile: bool = False  # torch.compile the priors' networks (every training and sampling step calls them)
     out: str | None = None  # default results/<name>
     cache: str | None = None  # default results/.cache
+    reuse_stale: bool = False  # keep caches and finished cells computed by other code (`--reuse-stale`; in the report)
 
     def validate(self, key: str) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
-            raise ConfigError("name", f"use letters, digits, '_', '-', '.' only (it names the results folder), got {self.name!r}")
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", self.name):
+            raise ConfigError(
+                "name",
+                f"a benchmark name is one folder name of letters, digits, '_', '-', '.' (not starting with '.'), got {self.name!r}; "
+                "choose the results folder with `out:` or --out",
+            )
         if not self.priors:
             raise ConfigError("priors", "list at least one prior")
         if self.latents is None and self.dataset is None:
             raise ConfigError("dataset", "give `dataset` (+ `tokenizer` for images) or `latents` (existing code grids)")
         if not self.seeds:
             raise ConfigError("seeds", "list at least one seed")
+        for i, seed in enumerate(self.seeds):
+            if seed < 0:
+                raise ConfigError(f"seeds[{i}]", f"must be non-negative, got {seed}")
         labels = [p.label or p.name for p in self.priors]
         dupes = {label for label in labels if labels.count(label) > 1}
         if dupes:
@@ -165,7 +174,9 @@ def load_yaml(path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DataError(f"{path}: benchmark file not found")
     try:
-        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        documents = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start}); save the benchmark file as UTF-8") from None
     except yaml.YAMLError as err:
         raise DataError(f"{path}: not valid YAML ({err})") from None
     if not documents or not all(isinstance(d, dict) for d in documents):
@@ -174,7 +185,7 @@ def load_yaml(path: str | Path) -> list[dict[str, Any]]:
 
 
 def parse_benchmark(data: dict[str, Any], metric_names: list[str], overrides: Sequence[tuple[str, Any]] = ()) -> Benchmark:
-    data = yaml.safe_load(yaml.safe_dump(data))  # deep copy of plain values
+    data = unshared(data)  # every anchored or merged place its own object, so an override stays where it is put
     for dotted, value in overrides:
         set_dotted(data, dotted, value)
     data = split_metric_settings(data, metric_names)
@@ -201,11 +212,11 @@ class Variant:
 def expand_variants(prior: PriorSection, key: str) -> list[Variant]:
     label = prior.label or prior.name
     if not prior.sweep:
-        return [Variant(label, "", dict(prior.params))]
+        return [Variant(label, "", unshared(prior.params))]
     keys = list(prior.sweep)
     variants = []
     for values in itertools.product(*(prior.sweep[k] for k in keys)):
-        params = yaml.safe_load(yaml.safe_dump(prior.params))
+        params = unshared(prior.params)
         for dotted, value in zip(keys, values):
             set_dotted(params, dotted, value)
         name = ",".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in zip(keys, values))
