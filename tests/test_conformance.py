@@ -99,6 +99,18 @@ def test_a_case_for_an_unregistered_prior_is_kept_and_fails_when_built():
         build_prior(param.values[0])
 
 
+def test_a_hook_returning_something_else_than_cases_names_its_plugin():
+    class Wrong:
+        @vqbench.hookimpl
+        def vqbench_conformance_cases(self):
+            return [{"name": "table"}]
+
+    wrong = Wrong()
+    plugins.register_plugin(wrong)
+    with pytest.raises(TypeError, match=rf"plugin '{id(wrong)}': vqbench_conformance_cases must return vqbench.testing.PriorCase or BackboneCase"):
+        prior_cases()
+
+
 def test_independent_nll_is_the_exact_value():
     prior = build_prior(tiny_priors()["independent"][0])
     train = torch.randint(V, (64, *SHAPE), generator=gen(0))

@@ -83,18 +83,12 @@ def installed(tmp_path_factory) -> dict[str, str]:
     return env
 
 
-def test_the_doc_shows_the_example_package_files_verbatim():
-    doc = DOC.read_text()
-    for name, lang in (("vqbench_unmask.py", "python"), ("pyproject.toml", "toml")):
-        assert f"```{lang}\n{(PACKAGE / name).read_text()}```" in doc, f"docs/writing-a-plugin.md differs from tests/example_package/{name}"
-
-
 @pytest.fixture(scope="module")
 def listed(installed) -> list[str]:
     """The output of `vqbench list` and `vqbench list unmask`, with both packages installed (one process)."""
-    done = run(["-c", "import sys; from vqbench.cli import main; main(['list']); print('\\0'); sys.exit(main(['list', 'unmask']))"], installed)
+    done = run(["-c", "import sys; from vqbench.cli import main; main(['list']); print('#####'); sys.exit(main(['list', 'unmask']))"], installed)
     assert done.returncode == 0, done.stderr
-    return done.stdout.split("\0\n")
+    return done.stdout.split("#####\n")
 
 
 @pytest.fixture(scope="module")
@@ -104,21 +98,16 @@ def contract_run(installed, tmp_path_factory) -> str:
     (test,) = [block for block in re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S) if block.startswith("# tests/test_unmask.py")]
     folder = tmp_path_factory.mktemp("plugin_tests")
     (folder / "test_unmask.py").write_text(test)
-    args = [
-        "-m",
-        "pytest",
-        "-v",
-        "-rs",
-        "-p",
-        "no:cacheprovider",
-        "--rootdir",
-        str(ROOT),
-        str(folder / "test_unmask.py"),
-        "tests/test_conformance.py",
-    ]
-    done = run([*args, "-k", "unmask or uniform or independent"], installed)
+    pytest_args = ["-m", "pytest", "-v", "-rs", "-p", "no:cacheprovider", "--rootdir", str(ROOT)]
+    done = run([*pytest_args, str(folder / "test_unmask.py"), "tests/test_conformance.py", "-k", "unmask or uniform or independent"], installed)
     assert done.returncode == 0, done.stdout[-3000:]
     return done.stdout
+
+
+def test_the_doc_shows_the_example_package_files_verbatim():
+    doc = DOC.read_text()
+    for name, lang in (("vqbench_unmask.py", "python"), ("pyproject.toml", "toml")):
+        assert f"```{lang}\n{(PACKAGE / name).read_text()}```" in doc, f"docs/writing-a-plugin.md differs from tests/example_package/{name}"
 
 
 def test_vqbench_list_shows_the_installed_prior_and_its_package(listed):

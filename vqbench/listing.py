@@ -97,6 +97,8 @@ def config_keys(
 ) -> list[str]:
     """``key: type = default  # comment`` per field of the dataclass ``cls``; a nested dataclass lists its own keys
     below, a backbone spec says where its keys are listed. ``values``: an instance whose values are the defaults."""
+    if not dataclasses.is_dataclass(cls):
+        return []
     try:
         hints = get_type_hints(cls)
     except Exception:  # an annotation that does not resolve here: show it as written

@@ -14,7 +14,7 @@ import platform
 import re
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,14 +97,15 @@ def reuse_stale(enabled: bool) -> Iterator[None]:
         _REUSE_STALE = previous
 
 
-def code_keyed(folder: Path, stem: str, code: str, suffix: str = "") -> Path:
+def code_keyed(folder: Path, stem: str, code: str, suffix: str = "", complete: Callable[[Path], bool] = Path.exists) -> Path:
     """The cache entry ``folder/<stem>-<code><suffix>``: ``stem`` fingerprints the settings, ``code`` the code digest.
-    Under ``reuse_stale`` a missing entry falls back to the newest one of the same settings computed by other code."""
+    Under ``reuse_stale`` a missing entry falls back to the newest ``complete`` one of the same settings computed by
+    other code."""
     exact = folder / f"{stem}-{code}{suffix}"
     if exact.exists() or not _REUSE_STALE or not folder.is_dir():
         return exact
     pattern = re.compile(re.escape(stem) + r"-[0-9a-f]{16}" + re.escape(suffix) + "$")
-    others = sorted((p for p in folder.iterdir() if pattern.fullmatch(p.name)), key=lambda p: p.stat().st_mtime)
+    others = sorted((p for p in folder.iterdir() if pattern.fullmatch(p.name) and complete(p)), key=lambda p: p.stat().st_mtime)
     if not others:
         return exact
     log.warning("%s: computed by other code (now %s), reused (--reuse-stale)", others[-1], code)

@@ -165,7 +165,7 @@ def train_or_reuse(
         prior.fit(data.train.tensor().to(device))
         return {"steps": 0, "train_minutes": (time.monotonic() - started) / 60, "final_loss": float("nan")}
     settings, code = training_key(prior, lr, bench, cell.seed, data)
-    shared = code_keyed(cache / "priors", f"{cell.section.name}-{settings}", code, ".pt")
+    shared = code_keyed(cache / "priors", f"{cell.section.name}-{settings}", code, ".pt", lambda p: p.with_suffix(".csv").is_file())
     curve = shared.with_suffix(".csv")
     main = distributed.world().main
     cached = main and shared.is_file()

@@ -164,7 +164,12 @@ def _tokenizer(bench, regs, source, train_idx, cache, device, autocast) -> tuple
         tc.name, tc.preset, to_dict(model.config), to_dict(train_cfg), tc.seed, bench.precision, source.fingerprint(), train_idx.tolist(),
         *([ranks] if ranks else []),
     )  # fmt: skip
-    folder = code_keyed(cache / "tokenizers", f"{tc.name}-{tc.preset}-{key}", code)
+    folder = code_keyed(
+        cache / "tokenizers",
+        f"{tc.name}-{tc.preset}-{key}",
+        code,
+        complete=lambda p: (p / "tokenizer.pt").is_file() and (p / TOKENIZER_INFO).is_file(),
+    )
     final = folder / "tokenizer.pt"
     state = folder.with_name(f"{folder.name}.train_state.pt")  # resumable training state, beside the entry
     # rank 0 holds the tokenizer's lock while the ranks train, so concurrent jobs never train it into one checkpoint
