@@ -62,6 +62,7 @@ def test_a_benchmark_file_that_is_not_utf8(tmp_path, capsys):
         ("sampling.grid_size", 0, "sampling.grid_size"),
         ("budget.lr", float("nan"), "budget.lr"),
         ("budget.lr", float("inf"), "budget.lr"),
+        ("budget.lr", 10**400, "budget.lr"),
         ("priors.0.lr", float("-inf"), "priors[0].lr"),
         ("dataset.split_seed", -1, "dataset.split_seed"),
         ("seeds", [0, -2], "seeds[1]"),

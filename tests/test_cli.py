@@ -221,7 +221,9 @@ def test_encode_command_writes_a_valid_latent_dataset(tmp_path, capsys):
     for i in range(5):
         Image.fromarray(np.full((20, 24, 3), i * 40, dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
     args = ["encode", "--checkpoint", str(tmp_path / "tok.pt"), "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "lat"), "--device", "cpu"]
-    assert main([*args, "--resize"]) == 0
+    assert main([*args, "--resize"]) == 2  # the file does not record its training resolution: say it
+    assert "--resolution" in capsys.readouterr().err
+    assert main([*args, "--resize", "--resolution", "16"]) == 0
     ds = latents.open(tmp_path / "lat")
     assert len(ds) == 5 and ds.latent_shape == (4, 4) and ds.meta["source"]["resolution"] == 16 and ds.meta["resolution"] == 16
 

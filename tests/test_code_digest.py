@@ -124,6 +124,8 @@ def test_reuse_stale_reuses_trained_weights_of_other_code_and_reports_the_cell(t
     assert main(["run", bench, "--reuse-stale"]) == 0
     assert "reused (--reuse-stale)" in caplog.text and "trained weights reused" in caplog.text
     assert "cells from other code: table__seed0" in (tmp_path / "out" / "report.md").read_text()
+    assert main(["run", bench]) == 0  # a later run without the flag keeps the finished cell and still says so
+    assert "cells from other code: table__seed0" in (tmp_path / "out" / "report.md").read_text()
     caplog.clear()
     (tmp_path / "out" / "runs" / "table__seed0" / "metrics.json").unlink()
     assert main(["run", bench]) == 0  # without the flag the other code's weights are not used

@@ -62,6 +62,32 @@ def test_the_dry_run_shows_an_anchored_override_on_its_own_row_only(tmp_path, ca
     assert rows(after)["autoregressive__seed0"] != rows(before)["autoregressive__seed0"]
 
 
+def test_each_swept_variant_gets_its_own_copy_of_a_swept_mapping(tmp_path):
+    text = ANCHORED.replace(
+        "  - name: autoregressive\n    params: *net\n",
+        "  - name: autoregressive\n    params: *net\n    sweep:\n"
+        "      backbone: [{name: transformer, dim: 32, depth: 1, heads: 2, dim_head: 16}]\n      backbone.depth: [1, 2]\n",
+    )
+    path = tmp_path / "bench.yaml"
+    path.write_text(text)
+    regs = vqbench.registries()
+    bench = parse_benchmark(load_yaml(path)[0], regs.metrics.names())
+    depths = {cell.variant.name.rsplit(",", 1)[-1]: cell.variant.params["backbone"]["depth"] for cell in plan_cells(bench, regs) if cell.variant.name}
+    assert depths == {"depth=1": 1, "depth=2": 2}
+
+
+def test_a_dry_run_lists_missing_latents_and_checkpoints_instead_of_stopping(tmp_path, capsys):
+    data = yaml.safe_load(ANCHORED)
+    data.pop("dataset")
+    data["latents"] = {"train": str(tmp_path / "nowhere" / "train"), "test": str(tmp_path / "nowhere" / "test")}
+    (tmp_path / "bench.yaml").write_text(yaml.safe_dump(data))
+    assert main(["run", str(tmp_path / "bench.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "not on disk (a real run stops here): latents.train" in out and "latents: unknown" in out
+    assert "autoregressive__seed0" in out
+    assert main(["validate", str(tmp_path / "bench.yaml")]) == 2
+
+
 def test_merged_keeps_default_keys_and_replaces_a_mapping_that_names_another_plugin():
     base = {"backbone": {"name": "transformer", "dim": 256, "depth": 8}, "steps": 10}
     assert merged(base, {"backbone": {"dim": 64}}) == {"backbone": {"name": "transformer", "dim": 64, "depth": 8}, "steps": 10}

@@ -119,7 +119,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     options = {"config": args.config} if args.config else {}
     tokenizer = tok_cls.load(args.checkpoint, **options).to(device)
-    trained = tokenizer.trained_resolution or getattr(getattr(tokenizer.config, "ddconfig", None), "resolution", None)  # older files
+    trained = tokenizer.trained_resolution  # None for files that do not record it: --resolution is then needed
     resolution = args.resolution or trained
     if not resolution:
         raise ConfigError(

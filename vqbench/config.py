@@ -94,7 +94,7 @@ def coerce(tp: Any, value: Any, key: str) -> Any:
                 value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(key, f"expected a number, got {value!r}")
-        if not math.isfinite(value):
+        if abs(value) > 1.7976931348623157e308 or not math.isfinite(value):  # ints beyond a float, NaN, ±inf
             raise ConfigError(key, f"expected a finite number, got {value!r}")
         return float(value)
     if tp is str:

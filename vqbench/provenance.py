@@ -91,6 +91,7 @@ def reuse_stale(enabled: bool) -> Iterator[None]:
     """Within this block ``code_keyed`` falls back to cache entries computed by other code (``--reuse-stale``)."""
     global _REUSE_STALE
     previous, _REUSE_STALE = _REUSE_STALE, enabled
+    STALE_ENTRIES.clear()
     try:
         yield
     finally:
@@ -104,6 +105,9 @@ def code_keyed(folder: Path, stem: str, code: str, suffix: str = "", complete: C
     exact = folder / f"{stem}-{code}{suffix}"
     if exact.exists() or not _REUSE_STALE or not folder.is_dir():
         return exact
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        log.warning("%s: not in the cache; --reuse-stale falls back to other code's entries in single-process runs only", exact)
+        return exact  # ranks choosing on their own could pick different entries
     pattern = re.compile(re.escape(stem) + r"-[0-9a-f]{16}" + re.escape(suffix) + "$")
     others = sorted((p for p in folder.iterdir() if pattern.fullmatch(p.name) and complete(p)), key=lambda p: p.stat().st_mtime)
     if not others:

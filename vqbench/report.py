@@ -76,7 +76,7 @@ def header_lines(protocol: dict[str, Any], nearest_k: int | None, stale: list[st
         lines.append(f"- **Features**: {description}{note}; reference: {feat['num_real']} {feat['reference']}")
     if protocol.get("lpips"):
         lines.append(f"- **LPIPS** (inpainting): {protocol['lpips']}")
-    if protocol.get("reuse_stale"):
+    if protocol.get("reuse_stale") or stale:
         lines.append("- **Reused across a code change** (`--reuse-stale`): cached tokenizers, features, trained priors and finished cells "
                      "computed by other code were kept" + (f"; cells from other code: {', '.join(stale)}" if stale else "")
                      + (f"; cache entries from other code: {', '.join(protocol['stale_entries'])}" if protocol.get("stale_entries") else ""))  # fmt: skip

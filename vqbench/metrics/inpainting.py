@@ -14,7 +14,7 @@ import torch
 from ..errors import ConfigError
 from ..interfaces import Column, Metric, uint8_to_float
 from .fid import fid_from_features, kid_all_pairs
-from .lpips_net import load_lpips, lpips_weights_label
+from .lpips_net import load_lpips, lpips_backbone_is_random, lpips_weights_label
 from .masks import MASK_KINDS, MaskKind, latent_regenerate_mask, pixel_masks
 
 
@@ -83,8 +83,7 @@ class InpaintingMetric(Metric):
 
     def columns(self, config: InpaintingConfig) -> dict[str, Column]:
         n = config.num_images
-        label = lpips_weights_label(config.lpips_net, config.lpips_weights)
-        lpips = "LPIPS, random backbone — not comparable" if "random" in label else "LPIPS"
+        lpips = "LPIPS, random backbone — not comparable" if lpips_backbone_is_random(config.lpips_net, config.lpips_weights) else "LPIPS"
         cols = {}
         for kind in config.masks:
             cols[f"inpaint_{kind}_lpips"] = Column("lower", f"{kind} {lpips} (composite, N={n})", 4)

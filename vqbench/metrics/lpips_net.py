@@ -24,6 +24,11 @@ def backbone_weights_available(net: str) -> bool:
     return (Path(torch.hub.get_dir()) / "checkpoints" / BACKBONE_FILES[net]).is_file()
 
 
+def lpips_backbone_is_random(net: str, weights: str | None = None) -> bool:
+    """Whether LPIPS runs on a randomly initialised backbone (no local file, nothing in torchvision's cache)."""
+    return weights is None and not backbone_weights_available(net)
+
+
 def lpips_weights_label(net: str, weights: str | None = None) -> str:
     """How the LPIPS backbone is initialised, as the report states it."""
     if weights:

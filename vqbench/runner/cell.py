@@ -127,6 +127,8 @@ def _finished(cell: Cell, folder: Path, protocol: dict[str, Any], reuse_stale: b
     retry = sorted((stored.get("info") or {}).get("failed_metrics") or {})
     if stored.get("fingerprint") == fingerprint(protocol) and not retry:
         log.info("cell %s already finished: skipped", cell.id)
+        if stored.get("stale_code"):  # the code is back to what computed it
+            write_json(folder / "metrics.json", {k: v for k, v in stored.items() if k != "stale_code"})
         return True
     if reuse_stale and not retry and protocol_changes(stored.get("protocol") or {}, protocol) == ["code"]:
         log.warning("cell %s was computed by other code (%s, now %s): kept (--reuse-stale)", cell.id, stored["protocol"]["code"], protocol["code"])

@@ -23,8 +23,8 @@ def is_out_of_memory(err: BaseException) -> bool:
 def probe_training_memory(
     bench: Benchmark, regs: Registries, cells: list[Any], geometry: tuple[tuple[int, int], int], device: torch.device, ranks: int = 1
 ) -> None:
-    """One forward and backward pass of every trainable variant at this rank's share of ``budget.batch_size`` on
-    random codes; an allocation failure becomes a ConfigError naming the setting and what was asked for. Any other
+    """One training step (forward, backward, optimizer) of every trainable variant at this rank's share of
+    ``budget.batch_size`` on random codes; an allocation failure becomes a ConfigError naming the setting and what was asked for. Any other
     error is left for the cell itself to report. The global random state is left as it was."""
     shape, vocab = geometry
     batch = max(1, bench.budget.batch_size // ranks)
@@ -46,6 +46,7 @@ def probe_training_memory(
                 with autocast():
                     loss = prior.loss(torch.randint(vocab, (batch, *shape), device=device))
                 loss.backward()
+                torch.optim.AdamW(prior.parameters(), lr=0.0).step()  # the optimizer's state is allocated at step 1 too
             except Exception as err:  # noqa: BLE001 - only allocation failures are this probe's business
                 if is_out_of_memory(err):
                     raise ConfigError("budget.batch_size", out_of_memory_message(cell.variant.row, batch, device, err)) from None

@@ -92,7 +92,8 @@ def describe_plan(bench: Benchmark, regs: Registries, shard: tuple[int, int] | N
     except ConfigError:  # planning a GPU benchmark on a machine without one
         device_line = f"  device: {bench.device} (not available here), precision {bench.precision}"
     metric_configs(bench.metrics, regs, image_sampling(bench))
-    shape, vocab, tok_params = latent_geometry(bench, regs)
+    geometry = _geometry_if_known(bench, regs, bool(missing))
+    shape, vocab, tok_params = geometry if geometry is not None else ((0, 0), 0, None)
     b = bench.budget
     data_line = (
         f"  data: {bench.dataset.name} at {bench.dataset.resolution}²"
@@ -105,7 +106,9 @@ def describe_plan(bench: Benchmark, regs: Registries, shard: tuple[int, int] | N
         data_line,
         f"  tokenizer: {tok.name if tok else 'none'}"
         + (f" ({tok.preset or tok.checkpoint}, {tok_params / 1e6:.2f} M params)" if tok and tok_params else ""),
-        f"  latents: {shape[0]}×{shape[1]} = {shape[0] * shape[1]} tokens, {vocab} codes",
+        f"  latents: {shape[0]}×{shape[1]} = {shape[0] * shape[1]} tokens, {vocab} codes"
+        if geometry is not None
+        else "  latents: unknown until the inputs listed below are on disk",
         f"  budget: {b.steps} steps × batch {b.batch_size}, lr {b.lr}" + (f", cap {b.max_minutes} min" if b.max_minutes else ""),
         f"  sampling: {bench.sampling.num_samples} samples, batch {bench.sampling.batch_size}; seeds {bench.seeds}",
         f"  metrics: {', '.join(bench.metrics.enabled)} (features: {bench.metrics.feature_extractor})",
@@ -114,10 +117,23 @@ def describe_plan(bench: Benchmark, regs: Registries, shard: tuple[int, int] | N
         "  cells:",
     ]
     for cell in cells:
+        if geometry is None:
+            lines.append(f"    {cell.id:<48} {cell.section.name:<14}")
+            continue
         with torch.device("meta"):
             prior = _meta_prior(cell, regs, shape, vocab)
         lines.append(f"    {cell.id:<48} {cell.section.name:<14} {count_parameters(prior) / 1e6:9.3f} M params")
     return "\n".join(lines)
+
+
+def _geometry_if_known(bench: Benchmark, regs: Registries, inputs_missing: bool) -> tuple[tuple[int, int], int, int | None] | None:
+    """``latent_geometry``, or None when it needs an input that a dry run listed as not on disk."""
+    try:
+        return latent_geometry(bench, regs)
+    except (ConfigError, DataError):
+        if not inputs_missing:
+            raise
+        return None
 
 
 def _meta_prior(cell: Cell, regs: Registries, shape: tuple[int, int], vocab: int):

@@ -110,7 +110,8 @@ def run_benchmark(
         check_writable_folder(out, "out (--out)")
         check_writable_folder(cache, "cache")
     shape, vocab, _ = latent_geometry(bench, regs)
-    probe_training_memory(bench, regs, cells, (shape, vocab), device, world.size)  # a batch that cannot fit: exit 2 now
+    mine = [cell for cell in cells if in_shard(cell.index, shard)]
+    probe_training_memory(bench, regs, mine, (shape, vocab), device, world.size)  # a batch that cannot fit: exit 2 now
     out.mkdir(parents=True, exist_ok=True)
     outcome = RunOutcome(out)
     with _log_to(out / "run.log") if world.main else contextlib.nullcontext(), reuse_stale(bench.reuse_stale):

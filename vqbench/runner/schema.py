@@ -218,7 +218,7 @@ def expand_variants(prior: PriorSection, key: str) -> list[Variant]:
     for values in itertools.product(*(prior.sweep[k] for k in keys)):
         params = unshared(prior.params)
         for dotted, value in zip(keys, values):
-            set_dotted(params, dotted, value)
+            set_dotted(params, dotted, unshared(value))  # each variant its own copy: a later key must not reach another
         name = ",".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in zip(keys, values))
         variants.append(Variant(label, name, params))
     return variants
