@@ -55,3 +55,15 @@ def test_unusable_weight_files_are_refused_by_key(offline_hub, tmp_path):
     torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(ConfigError, match="lacks"):
         load_lpips("alex", weights=str(tmp_path / "other.pth"))
+
+
+def test_the_cell_protocol_names_the_backbone_and_the_weights_files_content(offline_hub, alexnet_file):
+    from vqbench.metrics.lpips_net import lpips_protocol
+
+    metric = InpaintingMetric()
+    offline = lpips_protocol({"inpainting": (metric, InpaintingConfig())})
+    local = lpips_protocol({"inpainting": (metric, InpaintingConfig(lpips_weights=str(alexnet_file)))})
+    assert offline == "LPIPS-alex with a random backbone — not comparable" and "sha256" in local
+    torch.save({k: v + 1 for k, v in torch.load(alexnet_file, weights_only=True).items()}, alexnet_file)
+    assert lpips_protocol({"inpainting": (metric, InpaintingConfig(lpips_weights=str(alexnet_file)))}) != local
+    assert lpips_protocol({}) is None

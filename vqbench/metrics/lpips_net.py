@@ -7,10 +7,13 @@ import io
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..io import sha256_file
 
 log = logging.getLogger(__name__)
 BACKBONE_FILES = {  # torchvision weight files lpips' backbones load from the torch hub cache
@@ -36,6 +39,17 @@ def lpips_weights_label(net: str, weights: str | None = None) -> str:
     if backbone_weights_available(net):
         return f"LPIPS-{net} (pretrained backbone)"
     return f"LPIPS-{net} with a random backbone — not comparable"
+
+
+def lpips_protocol(configured: dict[str, tuple[Any, Any]]) -> str | None:
+    """How the LPIPS backbone of the configured metrics is initialised, with the weights file's digest when one is
+    given (None without a metric that uses LPIPS). Part of every cell's protocol: new weights recompute the cell."""
+    for _, config in configured.values():
+        if hasattr(config, "lpips_net"):
+            weights = getattr(config, "lpips_weights", None)
+            digest = f" (sha256 {sha256_file(Path(weights).expanduser())[:16]})" if weights and Path(weights).expanduser().is_file() else ""
+            return lpips_weights_label(config.lpips_net, weights) + digest
+    return None
 
 
 def load_lpips(

@@ -20,6 +20,7 @@ from ..images import save_grid, save_inpainting_strip
 from ..interfaces import Prior
 from ..io import atomic_path, fingerprint, load_torch, read_json, save_torch, write_json, write_text
 from ..metrics.features import FeatureSet
+from ..metrics.lpips_net import lpips_protocol
 from ..plugins import Registries
 from ..precision import compile_networks, inference_weights
 from ..provenance import code_digest, code_keyed, package_versions
@@ -74,6 +75,7 @@ def cell_protocol(
         "data": {"train": data.train.meta.get("codes_sha256"), "test": data.test.meta.get("codes_sha256"), "tokenizer": (data.train.meta.get("tokenizer") or {}).get("checkpoint_sha256")},
         "reference": None if reference is None else {"description": reference.extractor.description, "count": len(reference.real)},
         "versions": {k: versions[k] for k in ("vqbench", "torch", "torch-fidelity", "lpips", "numpy")},
+        "lpips": lpips_protocol(metrics),
         "code": code_digest(prior, *(type(metric) for metric, _ in metrics.values()), *([reference.extractor] if reference else [])),
     }  # fmt: skip
 

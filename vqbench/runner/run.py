@@ -18,7 +18,7 @@ from ..config import to_dict
 from ..errors import TrainingDiverged
 from ..io import check_writable_folder, fingerprint, read_json, save_torch, sha256_file, write_json
 from ..metrics.features import FeatureSet, cached_features, extract_features, extract_features_split
-from ..metrics.lpips_net import lpips_weights_label
+from ..metrics.lpips_net import lpips_protocol
 from ..plugins import Registries
 from ..precision import make_autocast, resolve_precision
 from ..provenance import STALE_ENTRIES, code_digest, code_keyed, provenance, reuse_stale
@@ -212,14 +212,6 @@ def protocol(bench: Benchmark, data: DataBundle, reference: FeatureSet | None, d
         "precision": bench.precision,
         "torch": torch.__version__,
     }
-
-
-def lpips_protocol(configured: dict[str, tuple[Any, Any]]) -> str | None:
-    """How the inpainting metric's LPIPS backbone is initialised (None without that metric)."""
-    for _, config in configured.values():
-        if hasattr(config, "lpips_net"):
-            return lpips_weights_label(config.lpips_net, getattr(config, "lpips_weights", None))
-    return None
 
 
 @contextlib.contextmanager
