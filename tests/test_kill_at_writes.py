@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import vqbench
@@ -126,7 +127,7 @@ BENCH = {
 # kill points of the fast tests: the first write to each path matching these (the rest run with -m slow)
 FAST = {
     "tokenizer": ("cache/tokenizers/*",),
-    "latents": ("cache/latents/*-train-*/progress.json", "cache/latents/*-train-*/labels.npy"),
+    "latents": ("cache/latents/*-train-*/progress.json", "cache/latents/*-train-*/labels.npy", "cache/latents/*-train-*/meta.json"),
     "features": ("cache/features/*",),
     "cell": ("cache/priors/*", "out/runs/*/claim.json", "out/runs/*/train_state.pt", "out/runs/*/metrics.json"),
 }
@@ -219,7 +220,7 @@ def assert_entries_whole(root: Path, context: str) -> None:
         if folder.is_dir():
             assert {p.name for p in folder.iterdir()} >= {"tokenizer.pt", "train.json"}, f"{context}: {folder} is visible half-written"
     for weights in (cache / "priors").glob("*.pt"):
-        assert weights.with_suffix(".csv").is_file(), f"{context}: {weights} is visible without its curve"
+        assert isinstance(torch.load(weights, weights_only=True).get("curve"), str), f"{context}: {weights} is visible without its curve"
     for folder in visible_children(cache / "latents"):
         if (folder / "meta.json").is_file():
             latents.open(folder)  # raises on any inconsistency
@@ -272,7 +273,10 @@ def check_kills(driver: Driver, baseline: Baseline, points: list[int], root: Pat
         assert rerun.rc == 0, f"{context}: the rerun exited {rerun.rc}:\n{rerun.output[-3000:]}"
         assert report(root) == expected, f"{context}: the rerun's report differs from the uninterrupted run's"
         assert_entries_whole(root, context)
-        assert not list((root / "out").rglob("claim.json")), f"{context}: cell claims left after the rerun"
+        assert not list(root.rglob("claim.json")), f"{context}: claims or locks left after the rerun"
+        left = [str(p.relative_to(root)) for p in root.rglob(".*~*")]
+        assert not left, f"{context}: temporaries of the killed job left after the rerun: {left}"
+        assert not [p for p in (root / "cache").glob("latents/*/progress.json") if p.with_name("meta.json").is_file()], context
 
 
 @pytest.mark.parametrize("entry", sorted(FAST))
@@ -292,13 +296,14 @@ def test_half_written_entries_of_an_older_version_are_recomputed(driver, baselin
     shutil.copytree(baseline.root / "cache", root / "cache")
     tokenizer = next((root / "cache" / "tokenizers").iterdir())
     (tokenizer / "train.json").unlink()  # tokenizer.pt written, then killed
-    curve = next((root / "cache" / "priors").glob("*.csv"))
-    curve.unlink()  # the trained prior's weights written, then killed
+    weights = next((root / "cache" / "priors").glob("*.pt"))
+    entry = torch.load(weights, weights_only=True)
+    torch.save({k: v for k, v in entry.items() if k != "curve"}, weights)  # written before curves moved into the entry
     job = driver.run(root)
     assert job.rc == 0, job.output[-3000:]
     log = (root / "out" / "run.log").read_text()
     assert f"tokenizer cache entry {tokenizer} is incomplete (no train.json): recomputed" in log
-    assert f"trained-prior cache entry {curve.with_suffix('.pt')} is incomplete (no {curve.name}): recomputed" in log
+    assert f"trained-prior cache entry {weights} has no training curve (an older entry): retrained" in log
     assert report(root) == baseline.report
     assert_entries_whole(root, "after recomputing")
 

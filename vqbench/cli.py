@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from . import __version__
-from .errors import VQBenchError
+from .errors import (
+    EXIT_BAD_INPUT,
+    EXIT_CELLS_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_LEFT_TO_OTHER_JOBS,
+    EXIT_TERMINATED,
+    DiskFull,
+    Terminated,
+    VQBenchError,
+)
 
 log = logging.getLogger("vqbench")
 
@@ -51,17 +64,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     for bench in benches:
         preflight(bench, regs)  # every benchmark of the file is checked before any of them runs
-    failed = []
+    failed, code = [], 0
     for bench in benches:
         out = Path(args.out) / bench.name if args.out and len(benches) > 1 else (Path(args.out) if args.out else None)
         outcome = run_benchmark(bench, regs, out, shard=shard)
         print((outcome.out / "report.md").read_text())
         print(f"results in {outcome.out}/ (report.md, report.csv, report.tex; runs/<cell>/samples.png, inpainting.png)")
-        if outcome.failures:
+        if outcome.failures or outcome.elsewhere:
             failed.append(f"{bench.name}: {outcome.summary()}")
+            code = max(code, EXIT_CELLS_FAILED if outcome.failures else EXIT_LEFT_TO_OTHER_JOBS)
     for line in failed:
         print(f"vqbench: {line}", file=sys.stderr)
-    return 1 if failed else 0
+    if code == EXIT_LEFT_TO_OTHER_JOBS:
+        print(
+            f"vqbench: exit {code}: cells left to other jobs; rerun once they finish (or their claims go stale) to complete the report",
+            file=sys.stderr,
+        )
+    return code
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -305,17 +324,53 @@ def torch_threads_default() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[list[int]]:
+    """While the block runs, SIGTERM raises ``Terminated`` in the main thread (unwinding as Ctrl-C does); the yielded
+    list records it, so an error it causes elsewhere (a collective whose peer rank just exited) still ends as 143."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if not received:
+            received.append(signum)
+            raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        return args.func(args)
-    except VQBenchError as err:
-        print(f"vqbench: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("vqbench: interrupted; finished cells are kept, rerun to resume", file=sys.stderr)
-        return 130
+    with _sigterm_as_interrupt() as terminated:
+        try:
+            return args.func(args)
+        except VQBenchError as err:
+            if not terminated:
+                print(f"vqbench: error: {err}", file=sys.stderr)
+                return err.exit_code
+        except KeyboardInterrupt:
+            if not terminated:
+                print("vqbench: interrupted; finished cells are kept, rerun to resume", file=sys.stderr)
+                return EXIT_INTERRUPTED
+        except (OSError, RuntimeError) as err:  # a full disk outside the atomic writes (folders, log files)
+            from .io import is_disk_full
+
+            if terminated or not is_disk_full(err):
+                raise
+            print(f"vqbench: error: {DiskFull(getattr(err, 'filename', None) or 'the results or cache folder')}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except Exception:
+            if not terminated:
+                raise
+        print("vqbench: terminated (SIGTERM); claims released and finished cells kept, rerun to resume", file=sys.stderr)
+        return EXIT_TERMINATED
 
 
 if __name__ == "__main__":

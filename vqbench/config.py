@@ -202,7 +202,31 @@ def parse_override(text: str) -> tuple[str, Any]:
     dotted, raw = text.split("=", 1)
     if not dotted.strip():
         raise ConfigError("--set", f"empty key in {text!r}")
-    return dotted.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        return dotted.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        _, column, problem = yaml_syntax_error(err, raw)
+        raise ConfigError("--set", f"{text!r}: the value is not valid YAML at column {column}: {problem}; quote it if it is meant as text") from None
+
+
+def yaml_syntax_error(err: yaml.YAMLError, text: str) -> tuple[int, int, str]:
+    """(line, column, problem) of a YAML syntax error in ``text``: 1-based, the problem on one line. PyYAML's own
+    message spans five lines, quoting the source; this is for ``<file>:<line>:<column>: <problem>``."""
+    if isinstance(err, yaml.MarkedYAMLError):
+        mark = err.problem_mark or err.context_mark
+        problem = " ".join((err.problem or err.context or "not valid YAML").split())
+        if err.context and err.problem and len(err.context) <= 60:  # e.g. "while parsing a flow sequence"
+            start = err.context_mark
+            opened = f" that starts at {start.line + 1}:{start.column + 1}" if start and mark and start.line != mark.line else ""
+            problem += f" ({err.context}{opened})"
+        if "'\\t'" in problem:
+            problem += "; indent with spaces, not tabs"
+        return (mark.line + 1, mark.column + 1, problem) if mark else (1, 1, problem)
+    if isinstance(err, yaml.reader.ReaderError) and isinstance(err.position, int):  # a character YAML does not allow
+        before = text[: err.position]
+        first = (str(err).splitlines() or ["not valid YAML"])[0]
+        return before.count("\n") + 1, err.position - before.rfind("\n"), first
+    return 1, 1, " ".join(str(err).split())
 
 
 def positive(key: str, name: str, value: float | int | None, allow_zero: bool = False) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -14,26 +16,72 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError, DataError
+from . import liveness
+from .errors import ConfigError, DataError, DiskFull
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling path; on success it is renamed over ``path`` (file or directory)."""
+    """Yield a temporary sibling path; on success it is renamed over ``path`` (file or directory). The temporary
+    folder's name carries this process's tag, so a later run removes it if this process is killed meanwhile
+    (``remove_leftovers``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / "item"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.~{liveness.tag()}~", dir=path.parent)) / "item"
+    except OSError as err:
+        if is_disk_full(err):
+            raise DiskFull(path) from err
+        raise
     try:
         yield tmp
         if path.is_dir() and not path.is_symlink():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            old = path.with_name(f".{path.name}.old~{liveness.tag()}~")
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+    except DiskFull as err:  # a write nested in this one (a file of a folder written atomically) names its target
+        if Path(err.path).is_relative_to(tmp.parent):
+            raise DiskFull(path) from err
+        raise
+    except (OSError, RuntimeError) as err:
+        if is_disk_full(err):  # one line for the user instead of a traceback; the temporary goes below
+            raise DiskFull(path) from err
+        raise
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+_TORCH_WRITE_FAILED = ("unexpected pos", "file write failed", "PytorchStreamWriter failed writing")
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """True when ``err`` is a write that failed for lack of space: an OSError with errno ENOSPC or EDQUOT, numpy's
+    short write (``ndarray.tofile``, used by ``np.save``, drops the errno) or torch's zip writer failing to write
+    (``torch.save``, also without the errno). Any other error, a RuntimeError not from writing included, is not."""
+    if isinstance(err, OSError):
+        return err.errno in _NO_SPACE or (err.errno is None and _SHORT_WRITE.search(str(err)) is not None)
+    if isinstance(err, RuntimeError):
+        return any(part in str(err) for part in _TORCH_WRITE_FAILED)
+    return False
+
+
+def remove_leftovers(root: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries (atomic writes, claim files) under ``root`` that processes of this host left when they
+    were killed; returns what was removed. Temporaries of live processes and of other hosts are kept."""
+    removed = []
+    for folder, dirs, files in os.walk(os.fspath(root)):
+        for name in [*dirs, *files]:
+            if name.startswith(".") and liveness.tagged_owner_gone(name):
+                target = Path(folder) / name
+                shutil.rmtree(target, ignore_errors=True) if target.is_dir() and not target.is_symlink() else target.unlink(missing_ok=True)
+                removed.append(target)
+        dirs[:] = [d for d in dirs if (Path(folder) / d).is_dir()]
+    return removed
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -90,6 +138,8 @@ def check_writable_folder(path: str | os.PathLike, key: str) -> None:
         os.close(handle)
         os.unlink(probe)
     except OSError as err:
+        if is_disk_full(err):
+            raise DiskFull(existing) from None
         raise ConfigError(key, f"cannot write in {str(existing)!r} ({err.strerror or err}); choose a writable folder") from None
 
 
@@ -103,10 +153,19 @@ def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - report any unpickling failure the same way
-        first = (str(err).splitlines() or ["no message"])[0]
         raise DataError(
-            f"{path}: cannot load safely with weights_only=True ({type(err).__name__}: {first}); re-save it as a plain state dict"
+            f"{path}: cannot be loaded safely with weights_only=True ({_load_failure(err)}): a damaged file, not a PyTorch "
+            "checkpoint, or one holding objects other than tensors; re-save it as a plain state dict"
         ) from None
+
+
+def _load_failure(err: Exception) -> str:
+    """The informative part of a failed ``torch.load`` (torch's weights-only message puts it after a long preamble)."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "no message")
+    return f"{type(err).__name__}: {first}"
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

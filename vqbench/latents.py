@@ -6,6 +6,8 @@ the codes.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -15,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import DataError
-from .io import atomic_path, read_json, write_json
+from .errors import DataError, DiskFull
+from .io import atomic_path, is_disk_full, read_json, write_json
 
 FORMAT_NAME = "vqbench-latents"
 FORMAT_VERSION = 1
@@ -145,6 +147,23 @@ def open(path: str | os.PathLike, verify_checksum: bool = True) -> LatentDataset
 
 
 PROGRESS_FILE = "progress.json"
+_NO_FALLOCATE = {errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP), errno.EINVAL, errno.ENOSYS}
+
+
+def _preallocate(path: Path) -> None:
+    """Reserve the disk blocks of the new memory-mapped file ``path`` now. ``open_memmap`` leaves the file sparse,
+    and storing into a sparse map on a full disk kills the process with SIGBUS; reserved, a full disk raises ENOSPC
+    here instead. Where the file system cannot reserve (no ``posix_fallocate``), the file stays as it is."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as err:
+        if err.errno not in _NO_FALLOCATE:
+            raise
+    finally:
+        os.close(fd)
 
 
 class LatentWriter:
@@ -177,11 +196,23 @@ class LatentWriter:
         assert self.grid is not None
         codes, index = self.path / "codes.npy", self.path / "source_index.npy"
         if mode == "w+":
-            self.path.mkdir(parents=True, exist_ok=True)
-            for old in (codes, index):  # a new file: a process still mapping the old one keeps reading it intact
-                old.unlink(missing_ok=True)
-            self._codes = np.lib.format.open_memmap(codes, "w+", self.dtype, (self.capacity, *self.grid))
-            self._index = np.lib.format.open_memmap(index, "w+", np.int64, (self.capacity,))
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                for old in (codes, index):  # a new file: a process still mapping the old one keeps reading it intact
+                    old.unlink(missing_ok=True)
+                self._codes = np.lib.format.open_memmap(codes, "w+", self.dtype, (self.capacity, *self.grid))
+                _preallocate(codes)
+                self._index = np.lib.format.open_memmap(index, "w+", np.int64, (self.capacity,))
+                _preallocate(index)
+            except OSError as err:  # no room for them: give back what was taken, stop with one line
+                self._codes = self._index = None
+                self.grid = None
+                for new in (codes, index):
+                    with contextlib.suppress(OSError):
+                        new.unlink(missing_ok=True)
+                if is_disk_full(err):
+                    raise DiskFull(self.path) from err
+                raise
             return
         try:
             self._codes = np.load(codes, mmap_mode="r+", allow_pickle=False)
@@ -241,6 +272,7 @@ class LatentWriter:
             return array
         with atomic_path(self.path / name) as tmp:
             out = np.lib.format.open_memmap(tmp, "w+", array.dtype, (self.rows, *array.shape[1:]))
+            _preallocate(tmp)  # a full disk: ENOSPC (DiskFull from atomic_path), not SIGBUS below
             for start in range(0, self.rows, rows):
                 out[start : start + rows] = array[start : min(self.rows, start + rows)]
             out.flush()

@@ -3,6 +3,7 @@ seeds, best value per column in bold) and exported to CSV, Markdown and LaTeX. R
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from .errors import DataError
 from .io import read_json, write_text
 from .plots import plot_section
 from .report_tables import LATEX_PREAMBLE, build_table, to_latex, to_markdown
+from .runner.claims import CLAIM_FILE
 from .verdicts import claims_table
 
 EXTRA_COLUMNS = {"parameters_m": {"direction": "none", "label": "params (M)", "digits": 2, "group": "speed"}}
@@ -110,14 +112,14 @@ def write_report(out: str | Path, mark_near: bool = False) -> dict[str, Path]:
     nearest_k = (protocol["metrics"].get("settings", {}).get("prdc") or {}).get("nearest_k", 5) if "prdc" in protocol["metrics"]["enabled"] else None
     paths = {kind: out / f"report.{kind}" for kind in ("csv", "md", "tex")}
     if long.empty:
-        write_text(paths["md"], "\n".join(header_lines(protocol, nearest_k) + ["", "No finished cells yet."]) + "\n")
+        write_text(paths["md"], "\n".join(header_lines(protocol, nearest_k) + claimed_elsewhere(out) + ["", "No finished cells yet."]) + "\n")
         return paths
     means, stds, counts = summarise(long, columns)
     wide = means.join(stds.add_suffix("_seed_std")).assign(seeds=counts)
     write_text(paths["csv"], wide.to_csv(index_label="prior"))
     stored = [read_json(p) for p in sorted((out / "runs").glob("*/metrics.json"))]
     stale = [c["cell"] for c in stored if c.get("stale_code") or (c.get("info") or {}).get("stale_training")]
-    md = header_lines(protocol, nearest_k, stale)
+    md = header_lines(protocol, nearest_k, stale) + claimed_elsewhere(out)
     if mark_near:
         md.append("- † marks a value within one std (over seeds) of the best.")
     tex = [f"% vqbench report: {protocol['benchmark']}. Needs {LATEX_PREAMBLE}", ""]
@@ -141,6 +143,19 @@ def write_report(out: str | Path, mark_near: bool = False) -> dict[str, Path]:
     write_text(paths["md"], "\n".join(md) + "\n")
     write_text(paths["tex"], "\n".join(tex))
     return paths
+
+
+def claimed_elsewhere(out: Path) -> list[str]:
+    """Header lines for cells another job was computing when this report was written (a claim, no results yet)."""
+    lines = []
+    for claim in sorted((out / "runs").glob(f"*/{CLAIM_FILE}")):
+        if not (claim.parent / "metrics.json").is_file():
+            try:
+                owner = json.loads(claim.read_text()).get("owner", "another job")
+            except (OSError, ValueError):  # released meanwhile, or being written
+                continue
+            lines.append(f"- **not in this report**: `{claim.parent.name}` was being computed by {owner}; rerun to complete the report.")
+    return lines
 
 
 def failed_metrics(out: Path) -> list[tuple[str, str, str]]:

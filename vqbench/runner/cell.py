@@ -28,6 +28,7 @@ from ..report import flatten
 from ..training import StepLoop
 from .data import DataBundle
 from .evaluate import EvalContext, evaluate, generate_samples, sampling_labels
+from .logfile import log_to
 from .schema import Benchmark, PriorSection, Variant
 from .train import CURVE_FILE, train_prior
 
@@ -108,16 +109,10 @@ def run_cell(
     if not world.main:
         return _run(cell, bench, regs, data, metrics, reference, folder, cache, device, autocast)
     folder.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(folder / "log.txt")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
-    try:
+    with log_to(folder / "log.txt"):
         result = _run(cell, bench, regs, data, metrics, reference, folder, cache, device, autocast)
         write_json(folder / "metrics.json", result.pop("record") | {"protocol": protocol, "fingerprint": fingerprint(protocol)})
         return result
-    finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
 
 
 def _finished(cell: Cell, folder: Path, protocol: dict[str, Any], reuse_stale: bool = False) -> bool:
@@ -169,27 +164,36 @@ def train_or_reuse(
         prior.fit(data.train.tensor().to(device))
         return {"steps": 0, "train_minutes": (time.monotonic() - started) / 60, "final_loss": float("nan")}
     settings, code = training_key(prior, lr, bench, cell.seed, data)
-    shared = code_keyed(cache / "priors", f"{cell.section.name}-{settings}", code, ".pt", lambda p: p.with_suffix(".csv").is_file())
-    curve = shared.with_suffix(".csv")
+    shared = code_keyed(cache / "priors", f"{cell.section.name}-{settings}", code, ".pt", lambda p: _stored_curve(p) is not None)
     main = distributed.world().main
     cached = main and shared.is_file()
-    if cached and not curve.is_file():  # written before the weights since they are cached together
-        log.warning("trained-prior cache entry %s is incomplete (no %s): recomputed", shared, curve.name)
-        cached = False
     if distributed.broadcast(cached):  # every rank reads the shared cache
         state = load_torch(shared, map_location=device)
-        prior.load_state_dict(state["state_dict"])
-        log.info("trained weights reused from %s (same prior, data, budget and seed)", shared)
-        if main:
-            write_text(folder / CURVE_FILE, curve.read_text())
-        stale = {"stale_training": shared.name} if not shared.stem.endswith(code) else {}  # --reuse-stale took another code's
-        return {**state["info"], "reused_training": shared.name, "training": shared.stem, **stale}
+        curve = _stored_curve(shared, state)
+        if curve is None:
+            log.warning("trained-prior cache entry %s has no training curve (an older entry): retrained", shared)
+        else:
+            prior.load_state_dict(state["state_dict"])
+            log.info("trained weights reused from %s (same prior, data, budget and seed)", shared)
+            if main and curve is not None:
+                write_text(folder / CURVE_FILE, curve)
+            stale = {"stale_training": shared.name} if not shared.stem.endswith(code) else {}  # --reuse-stale took another code's
+            return {**state["info"], "reused_training": shared.name, "training": shared.stem, **stale}
     info = train_prior(prior, data.train, bench.budget, lr, cell.seed, folder / "train_state.pt", device, autocast, validation=data.test)
-    if main:  # the weights last: their file is what makes the entry visible, its curve already beside it
-        if (folder / CURVE_FILE).is_file():
-            write_text(curve, (folder / CURVE_FILE).read_text())
-        save_torch(shared, {"state_dict": prior.state_dict(), "info": info})
+    if main:  # weights and curve in one file: an entry is whole or absent
+        curve_text = (folder / CURVE_FILE).read_text() if (folder / CURVE_FILE).is_file() else ""
+        save_torch(shared, {"state_dict": prior.state_dict(), "info": info, "curve": curve_text})
     return {**info, "training": shared.stem}
+
+
+def _stored_curve(entry: Path, state: dict[str, Any] | None = None) -> str | None:
+    """The training curve (CSV text) of a trained-prior cache entry: stored in the entry (or, for entries written
+    before curves moved into them, in the ``.csv`` beside it); None when it has neither."""
+    beside = entry.with_suffix(".csv")
+    if beside.is_file():
+        return beside.read_text()
+    curve = (state if state is not None else load_torch(entry)).get("curve")
+    return curve if isinstance(curve, str) else None
 
 
 def _run(cell, bench, regs, data, metrics, reference, folder, cache, device, autocast) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from .. import distributed
 from ..config import parse, required
-from ..errors import ConfigError
+from ..errors import ConfigError, DiskFull
 from ..interfaces import Prior, Tokenizer, float_to_uint8
 from ..metrics.features import FeatureSet
 from ..plugins import Registries
@@ -238,6 +238,8 @@ def evaluate(ctx: EvalContext, configured: dict[str, tuple[Any, Any]]) -> tuple[
             continue
         try:
             values.update(metric.compute(ctx, config))
+        except DiskFull:  # the run stops (exit 2); a rerun recomputes this cell
+            raise
         except Exception as err:  # noqa: BLE001 - one metric's failure must not lose the cell's other numbers
             log.exception("metric %s failed", name)
             ctx.failed[name] = f"{type(err).__name__}: {err}"

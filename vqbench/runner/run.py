@@ -26,6 +26,8 @@ from .cell import run_cell
 from .claims import Claim, claim_cell
 from .data import DataBundle, decode_to_uint8, prepare_data
 from .evaluate import image_sampling, metric_configs, reference_split
+from .leftovers import sweep
+from .logfile import log_to
 from .memory import probe_training_memory
 from .plan import describe_plan, in_shard, latent_geometry, plan_cells, preflight, resolve_device
 from .schema import Benchmark
@@ -114,7 +116,9 @@ def run_benchmark(
     probe_training_memory(bench, regs, mine, (shape, vocab), device, world.size)  # a batch that cannot fit: exit 2 now
     out.mkdir(parents=True, exist_ok=True)
     outcome = RunOutcome(out)
-    with _log_to(out / "run.log") if world.main else contextlib.nullcontext(), reuse_stale(bench.reuse_stale):
+    with log_to(out / "run.log") if world.main else contextlib.nullcontext(), reuse_stale(bench.reuse_stale):
+        if world.main:
+            sweep(out, cache)
         log.info("device %s, precision %s (%s)%s", device, precision, precision_reason, f", {world.size} ranks" if world.active else "")
         if world.main:
             write_json(
@@ -212,21 +216,3 @@ def protocol(bench: Benchmark, data: DataBundle, reference: FeatureSet | None, d
         "precision": bench.precision,
         "torch": torch.__version__,
     }
-
-
-@contextlib.contextmanager
-def _log_to(path: Path) -> Iterator[None]:
-    """Log into ``path`` for the duration of one benchmark (the handler is removed afterwards, so the benchmarks of
-    a multi-document file each keep their own log)."""
-    root = logging.getLogger()
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    previous = root.level
-    root.setLevel(min(root.level, logging.INFO) if root.level else logging.INFO)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        handler.close()
-        root.setLevel(previous)

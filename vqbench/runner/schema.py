@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import yaml
 
-from ..config import in_unit_interval, parse, positive, set_dotted, unshared
+from ..config import in_unit_interval, parse, positive, set_dotted, unshared, yaml_syntax_error
 from ..errors import ConfigError, DataError
 from ..registry import did_you_mean
 from ..verdicts import ClaimSection
@@ -174,11 +174,13 @@ def load_yaml(path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DataError(f"{path}: benchmark file not found")
     try:
-        documents = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+        text = path.read_text(encoding="utf-8")
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text (byte {err.start}); save the benchmark file as UTF-8") from None
-    except yaml.YAMLError as err:
-        raise DataError(f"{path}: not valid YAML ({err})") from None
+    except yaml.YAMLError as err:  # one line, as compilers write it: <file>:<line>:<column>: <problem>
+        line, column, problem = yaml_syntax_error(err, text)
+        raise DataError(f"{path}:{line}:{column}: {problem}") from None
     if not documents or not all(isinstance(d, dict) for d in documents):
         raise DataError(f"{path}: expected a mapping at the top level of every document")
     return documents
