@@ -15,6 +15,7 @@ import vqbench
 from vqbench.errors import ConfigError
 from vqbench.interfaces import ImageSource
 from vqbench.io import fingerprint
+from vqbench.streaming import first_readable
 
 log = logging.getLogger(__name__)
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp"}
@@ -27,7 +28,7 @@ class UnreadableImage(OSError):
 @dataclass
 class ImageFolderConfig:
     path: str = ""  # folder searched recursively for jpg/png/webp
-    max_images: int | None = None  # use only the first N files (sorted by path)
+    max_images: int | None = None  # use only the first N files (sorted by path); omit for all
     labels: str | None = None  # CSV: a `filename` column (relative to `path`) + integer label columns named by the header
 
 
@@ -58,11 +59,19 @@ class ImageFolder(ImageSource):
         if self._files is None:
             root = Path(self.config.path).expanduser()
             files = sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
-            self._files = files[: self.config.max_images] if self.config.max_images else files
+            self._files = files if self._max_images("dataset.params.max_images") is None else files[: self.config.max_images]
         return self._files
+
+    def _max_images(self, key: str) -> int | None:
+        """``max_images``, refused unless positive (a negative one would cut off the last files, 0 would mean all)."""
+        value = self.config.max_images
+        if value is not None and (isinstance(value, bool) or value < 1):
+            raise ConfigError(key, f"must be a positive integer (or omitted for all images), got {value!r}; e.g. `--set {key}=1000`")
+        return value
 
     def check(self, key: str) -> None:
         root = Path(self.config.path).expanduser()
+        self._max_images(f"{key}.max_images")
         if not self.config.path:
             raise ConfigError(f"{key}.path", "no image folder given; set it, e.g. `--set dataset.params.path=/data/ffhq`")
         if not root.is_dir():
@@ -72,6 +81,13 @@ class ImageFolder(ImageSource):
             )
         if not self.files:
             raise ConfigError(f"{key}.path", f"image folder {str(root)!r} has no .jpg/.jpeg/.png/.webp files (searched recursively)")
+        readable, reason = first_readable(self)  # one read when the first image is fine
+        if readable is None:
+            raise ConfigError(
+                f"{key}.path",
+                f"none of the {len(self.files)} image files in {str(root)!r} can be read (e.g. {reason}); replace them with readable "
+                f"jpg/png/webp images, or point elsewhere with `--set {key}.path=/path/to/images`",
+            )
         if self.config.labels:
             self._read_labels(f"{key}.labels")
 

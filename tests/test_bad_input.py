@@ -4,8 +4,11 @@ results folder nor the cache is created."""
 from __future__ import annotations
 
 import copy
+import os
+import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -127,3 +130,54 @@ def test_tokenizer_settings_are_checked_before_anything_is_written(tmp_path, cap
     config = copy.deepcopy(SMOKE)
     config["tokenizer"] = {**config["tokenizer"], **section}
     assert named in _run(tmp_path, config, capsys)
+
+
+class _Payload:
+    """Unpickling this runs a command: a checkpoint must never be loaded with code execution."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_damaged_or_malicious_tokenizer_checkpoint(tmp_path, capsys):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "random.ckpt").write_bytes(bytes(range(256)) * 8)
+    (inputs / "evil.ckpt").write_bytes(pickle.dumps({"state_dict": _Payload(inputs / "PWNED")}))
+    for name in ("random.ckpt", "evil.ckpt"):
+        err = _run(tmp_path, _tokenizer_config(tmp_path, checkpoint=str(inputs / name)), capsys)
+        assert name in err and "cannot be loaded safely" in err and "Re-running" not in err, err
+    assert not (inputs / "PWNED").exists()
+
+
+def test_an_unknown_tokenizer_preset(tmp_path, capsys):
+    config = copy.deepcopy(SMOKE)
+    config["tokenizer"]["preset"] = "tinyy"
+    assert "tokenizer.preset: unknown vqgan preset 'tinyy' — did you mean 'tiny'?" in _run(tmp_path, config, capsys)
+
+
+@pytest.mark.parametrize(("extractor", "named"), [("inception-v3-compat", "cannot be loaded safely"), ("random-cnn", "has no weights to load")])
+def test_feature_weights_that_cannot_be_used(tmp_path, capsys, extractor, named):
+    weights = tmp_path / "weights" / "inception.pth"
+    weights.parent.mkdir()
+    weights.write_bytes(b"\x80\x02garbage" * 40)
+    config = copy.deepcopy(SMOKE)
+    config["metrics"] |= {"feature_extractor": extractor, "feature_weights": str(weights)}
+    err = _run(tmp_path, config, capsys)
+    assert named in err and ("inception.pth" in err or "metrics.feature_weights" in err)
+
+
+def test_latents_with_codes_outside_the_codebook(tmp_path, capsys):
+    from vqbench import latents
+
+    folder = tmp_path / "latents"
+    latents.write(folder / "train", np.zeros((16, 2, 2), dtype=np.int64), 4)
+    latents.write(folder / "test", np.zeros((4, 2, 2), dtype=np.int64), 4)
+    codes = np.load(folder / "train" / "codes.npy")
+    codes[3, 1, 0] = 9  # a damaged file: its meta.json still says codebook size 4
+    np.save(folder / "train" / "codes.npy", codes)
+    config = {k: v for k, v in LATENT.items() if k != "dataset"} | {"latents": {"train": str(folder / "train"), "test": str(folder / "test")}}
+    assert "code 9 is out of range for codebook size 4" in _run(tmp_path, config, capsys)

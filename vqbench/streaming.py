@@ -14,7 +14,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .distributed import gather_batches, world
+from .errors import DataError
 from .interfaces import ImageSource, uint8_to_float
+from .workers import exit_with_parent
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -85,16 +87,52 @@ def loader(
     source: ImageSource, index_lists: Iterable[Sequence[int]], *, workers: int | None = None, prefetch: int = 2, pin: bool = False
 ) -> Iterator[ImageBatch]:
     """The images of each list of source indices, in order, read ahead by ``workers`` processes (at most
-    ``workers × prefetch`` batches in flight). Unreadable images are skipped, logged once and added to
-    ``source.skipped``."""
+    ``workers × prefetch`` batches in flight; they exit if this process dies). Unreadable images are skipped, logged
+    once and added to ``source.skipped``; a ``DataError`` stops a source none of whose images can be read."""
     workers = default_workers() if workers is None else workers
     data = DataLoader(
         SourceImages(source), batch_sampler=index_lists, num_workers=workers, collate_fn=Collate(source.resolution),  # type: ignore[arg-type]
-        pin_memory=pin, prefetch_factor=prefetch if workers else None,
+        pin_memory=pin, prefetch_factor=prefetch if workers else None, worker_init_fn=exit_with_parent() if workers else None,
     )  # fmt: skip
+    readable = False  # an image of the source has been read
     for batch in data:
         note_skipped(source, batch.skipped)
+        if batch.kept:
+            readable = True
+        elif batch.skipped and not readable:  # an empty batch, and nothing read yet: stop here if nothing ever will be
+            require_readable(source, batch.skipped[0][1])
+            readable = True
         yield batch
+
+
+PROBE_NOTE = 8  # unreadable images in a row after which ``first_readable`` says it goes on looking
+
+
+def first_readable(source: ImageSource) -> tuple[int | None, str | None]:
+    """The index of the first image of ``source`` that can be read (None if none can; it reads them in order, so a
+    source whose first image is fine costs one read) and why the first unreadable one before it failed."""
+    reason = None
+    for index in range(len(source)):
+        try:
+            source.image(index)
+            return index, reason
+        except OSError as err:
+            reason = reason or str(err)
+        if index + 1 == PROBE_NOTE and len(source) > PROBE_NOTE:
+            log.warning(
+                "the first %d images cannot be read (%s); looking for a readable one among the other %d", PROBE_NOTE, reason, len(source) - PROBE_NOTE
+            )
+    return None, reason
+
+
+def require_readable(source: ImageSource, reason: str = "") -> None:
+    """A ``DataError`` when not one image of ``source`` can be read (``reason``: why one failed, if known)."""
+    index, first = first_readable(source)
+    if index is None:
+        raise DataError(
+            f"none of the {len(source)} images of dataset {type(source).__name__} can be read (e.g. {first or reason}); "
+            "replace the unreadable files or point the dataset at readable images"
+        )
 
 
 def note_skipped(source: ImageSource, skipped: Iterable[tuple[int, str]]) -> None:

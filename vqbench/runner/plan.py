@@ -176,7 +176,7 @@ def preflight(bench: Benchmark, regs: Registries, plan_only: bool = False) -> li
     for key, path in checks:
         if path is not None:
             on_disk(functools.partial(_exists, key, path))
-    regs.feature_extractors.get(bench.metrics.feature_extractor, "metrics.feature_extractor")
+    extractor_cls = regs.feature_extractors.get(bench.metrics.feature_extractor, "metrics.feature_extractor")
     if bench.dataset is not None and bench.latents is None:
         source_cls = regs.datasets.get(bench.dataset.name, "dataset.name")
         if issubclass(source_cls, LatentSource):
@@ -190,6 +190,14 @@ def preflight(bench: Benchmark, regs: Registries, plan_only: bool = False) -> li
         if on_disk(lambda: source.check("dataset.params")) and any(metric.needs_images for metric, _ in configured.values()):
             _, test_idx = split_indices(len(source), bench.dataset.test_fraction, bench.dataset.split_seed)
             reference_split(bench.metrics, configured, len(test_idx))  # reference and inpainting images fit the split
+    if bench.tokenizer is not None and any(metric.needs_images for metric, _ in configured.values()):
+        m = bench.metrics
+
+        def build_extractor() -> None:  # its weights file opens and fits the network (meta tensors: no memory, no init)
+            with torch.device("meta"):
+                extractor_cls(weights=m.feature_weights, allow_random=m.allow_random_features, seed=m.feature_seed, key="metrics")
+
+        on_disk(build_extractor)
     return missing
 
 
