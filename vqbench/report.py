@@ -119,7 +119,7 @@ def write_report(out: str | Path, mark_near: bool = False) -> dict[str, Path]:
     write_text(paths["csv"], wide.to_csv(index_label="prior"))
     stored = [read_json(p) for p in sorted((out / "runs").glob("*/metrics.json"))]
     stale = [c["cell"] for c in stored if c.get("stale_code") or (c.get("info") or {}).get("stale_training")]
-    md = header_lines(protocol, nearest_k, stale) + claimed_elsewhere(out)
+    md = header_lines(protocol, nearest_k, stale) + loaded_rows(out) + claimed_elsewhere(out)
     if mark_near:
         md.append("- † marks a value within one std (over seeds) of the best.")
     tex = [f"% vqbench report: {protocol['benchmark']}. Needs {LATEX_PREAMBLE}", ""]
@@ -143,6 +143,21 @@ def write_report(out: str | Path, mark_near: bool = False) -> dict[str, Path]:
     write_text(paths["md"], "\n".join(md) + "\n")
     write_text(paths["tex"], "\n".join(tex))
     return paths
+
+
+def loaded_note(loaded: dict[str, str]) -> str:
+    return f"loaded from {loaded['file']} ({loaded['format']}, sha256 {loaded['sha256'][:12]}…), not trained here: the training budget does not apply"
+
+
+def loaded_rows(out: Path) -> list[str]:
+    """A header line per report row whose prior was loaded from a checkpoint instead of trained."""
+    rows: dict[str, str] = {}
+    for path in sorted((out / "runs").glob("*/metrics.json")):
+        record = read_json(path)
+        loaded = (record.get("info") or {}).get("loaded")
+        if loaded:
+            rows.setdefault(record.get("row") or record["label"], loaded_note(loaded))
+    return [f"- `{row}`: {note}." for row, note in rows.items()]
 
 
 def claimed_elsewhere(out: Path) -> list[str]:
@@ -229,6 +244,8 @@ def settings_table(out: Path) -> pd.DataFrame:
             notes = "; ".join(f"{k}: {v}" for k, v in (info.get("notes") or {}).items())
             if info.get("reused_training"):
                 notes = "; ".join(filter(None, ["weights shared with an identical training run", notes]))
+            if info.get("loaded"):
+                notes = "; ".join(filter(None, [loaded_note(info["loaded"]), notes]))
             rows[row] = {"prior": row, "name": config["prior"], "lr": config.get("lr"), "settings": text.replace("|", "/"), "notes": notes}
     return pd.DataFrame(list(rows.values()), columns=["prior", "name", "lr", "settings", "notes"])
 

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import distributed
+from .. import checkpoints, distributed
 from .. import nn as vqbench_nn
 from .. import sampling as vqbench_sampling
+from ..checkpoints import PRIOR_FILE_FORMAT
 from ..config import parse, to_dict
 from ..images import save_grid, save_inpainting_strip
 from ..interfaces import Prior
@@ -69,7 +70,7 @@ def cell_protocol(
     with torch.device("meta"):
         prior = build_prior(cell, regs, data, device=None)
     versions = package_versions()
-    return {
+    protocol = {
         "prior": {"name": cell.section.name, "params": prior.describe(), "sampling": cell.section.sampling, "lr": cell.section.lr if cell.section.lr is not None else bench.budget.lr},
         "seed": cell.seed, "budget": asdict(bench.budget), "sampling": asdict(bench.sampling), "precision": bench.precision, "compile": bench.compile,
         "metrics": to_dict(bench.metrics),
@@ -79,6 +80,9 @@ def cell_protocol(
         "lpips": lpips_protocol(metrics),
         "code": code_digest(prior, *(type(metric) for metric, _ in metrics.values()), *([reference.extractor] if reference else [])),
     }  # fmt: skip
+    if cell.section.checkpoint is not None:  # the file's weights, not a training budget, determine the numbers
+        protocol |= {"budget": None, "loaded": loaded_identity(cell)}
+    return protocol
 
 
 def protocol_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -160,6 +164,8 @@ def train_or_reuse(
 ) -> dict[str, Any]:
     """Train (resumably) unless an identical training run is in the cache; store the result there for reuse."""
     started = time.monotonic()
+    if cell.section.checkpoint is not None:
+        return load_trained(prior, cell, device)
     if not prior.trainable:
         prior.fit(data.train.tensor().to(device))
         return {"steps": 0, "train_minutes": (time.monotonic() - started) / 60, "final_loss": float("nan")}
@@ -184,6 +190,26 @@ def train_or_reuse(
         curve_text = (folder / CURVE_FILE).read_text() if (folder / CURVE_FILE).is_file() else ""
         save_torch(shared, {"state_dict": prior.state_dict(), "info": info, "curve": curve_text})
     return {**info, "training": shared.stem}
+
+
+def load_trained(prior: Prior, cell: Cell, device: torch.device) -> dict[str, Any]:
+    """Load the weights of ``priors[].checkpoint`` (checked against the benchmark in preflight) instead of training."""
+    section = cell.section.checkpoint
+    assert section is not None
+    loaded = checkpoints.load(section.path, section.format, f"{cell.key}.checkpoint")
+    checkpoints.load_weights(prior, loaded, f"{cell.key}.checkpoint")
+    prior.to(device)
+    log.info("trained weights loaded from %s (sha256 %s…); the training budget does not apply", loaded.path, loaded.sha256[:12])
+    return {"steps": 0, "train_minutes": 0.0, "final_loss": float("nan"), "loaded": loaded_identity(cell)}
+
+
+def loaded_identity(cell: Cell) -> dict[str, str] | None:
+    """File name, format and content digest of a row's checkpoint (None for a row vqbench trains)."""
+    section = cell.section.checkpoint
+    if section is None:
+        return None
+    loaded = checkpoints.load(section.path, section.format, f"{cell.key}.checkpoint")
+    return {"file": Path(loaded.path).name, "format": section.format, "sha256": loaded.sha256}
 
 
 def _stored_curve(entry: Path, state: dict[str, Any] | None = None) -> str | None:
@@ -211,8 +237,12 @@ def _run(cell, bench, regs, data, metrics, reference, folder, cache, device, aut
     if main:
         write_json(folder / "config.json", resolved)
     info = train_or_reuse(prior, cell, bench, data, lr, folder, cache, device, autocast)
-    if main:
-        save_torch(folder / "prior.pt", {"config": to_dict(prior.config), "state_dict": prior.state_dict()})
+    if main:  # loadable elsewhere as priors[].checkpoint (format vqbench)
+        save_torch(
+            folder / "prior.pt",
+            {"format": PRIOR_FILE_FORMAT, "prior": cell.section.name, "config": to_dict(prior.config), "state_dict": prior.state_dict(),
+             "latent_shape": list(data.latent_shape), "codebook_size": data.codebook_size, "num_classes": prior.num_classes},
+        )  # fmt: skip
     prior.eval()
     with inference_weights(prior, bench.precision):  # sampling and every metric run at the benchmark's precision
         evaluated = _sample_and_evaluate(prior, cell, bench, data, metrics, reference, folder, device, autocast)

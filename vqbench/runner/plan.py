@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .. import checkpoints
 from ..config import parse, required
 from ..errors import ConfigError, DataError
 from ..interfaces import LatentSource, Prior
@@ -20,7 +21,7 @@ from ..verdicts import check_claims
 from .cell import Cell, count_parameters
 from .data import split_indices, trainable
 from .evaluate import image_sampling, metric_configs, reference_split
-from .schema import Benchmark, cell_id, expand_variants
+from .schema import Benchmark, PriorSection, cell_id, expand_variants
 
 
 def resolve_device(name: str) -> torch.device:
@@ -36,12 +37,43 @@ def plan_cells(bench: Benchmark, regs: Registries) -> list[Cell]:
         key = f"priors[{i}]"
         cls = regs.priors.get(section.name, f"{key}.name")
         for variant in expand_variants(section, key):
+            if section.checkpoint is not None:  # the architecture comes from the file; sampler settings may be set
+                variant = replace(variant, params=loaded_params(cls, section, variant.params, key))
             config: Any = parse(cls.Config, variant.params, f"{key}.params")
             check_sampling(cls, config, section.sampling, f"{key}.sampling")
             cells.extend(Cell(cell_id(variant, seed), variant, seed, section, key) for seed in bench.seeds)
     for index, cell in enumerate(cells):
         cell.index = index
     return cells
+
+
+def loaded_params(cls: type[Prior], section: PriorSection, params: dict[str, Any], key: str) -> dict[str, Any]:
+    """The params of a row loaded from ``section.checkpoint``: the file's config, with ``params`` allowed to set only
+    sampler settings (the weights fix everything else)."""
+    assert section.checkpoint is not None
+    loaded = checkpoints.load(section.checkpoint.path, section.checkpoint.format, f"{key}.checkpoint")
+    checkpoints.check_prior(loaded, section.name, f"{key}.checkpoint")
+    sampler = sorted(f.name for f in fields(cls.sampler_config)) if cls.sampler_config is not None else []
+    fixed = sorted(set(params) - set(sampler))
+    if fixed:
+        raise ConfigError(
+            f"{key}.params.{fixed[0]}", f"fixed by the checkpoint {loaded.path}; only sampler settings may be set ({', '.join(sampler) or 'none'})"
+        )
+    return {**loaded.config, **params}
+
+
+def check_loaded_priors(bench: Benchmark, regs: Registries, latent_shape: tuple[int, int], codebook_size: int) -> None:
+    """Every prior loaded from a checkpoint fits the benchmark's latents, and its weights fit the prior it describes
+    (built on the meta device: keys and shapes are checked, nothing is allocated)."""
+    for i, section in enumerate(bench.priors):
+        if section.checkpoint is not None:
+            key = f"priors[{i}].checkpoint"
+            loaded = checkpoints.load(section.checkpoint.path, section.checkpoint.format, key)
+            checkpoints.check_fits(loaded, latent_shape, codebook_size, key)
+            cls = regs.priors.get(section.name, f"priors[{i}].name")
+            with torch.device("meta"):
+                prior = cls(parse(cls.Config, loaded.config, f"{key}.path"), codebook_size, latent_shape, loaded.num_classes)
+            checkpoints.load_weights(prior, loaded, key, assign=True)  # meta tensors replaced by references: no copy
 
 
 def check_sampling(cls: type[Prior], config: Any, sampling: dict[str, Any], key: str) -> None:
@@ -177,6 +209,8 @@ def preflight(bench: Benchmark, regs: Registries, plan_only: bool = False) -> li
         if path is not None:
             on_disk(functools.partial(_exists, key, path))
     extractor_cls = regs.feature_extractors.get(bench.metrics.feature_extractor, "metrics.feature_extractor")
+    if any(section.checkpoint is not None for section in bench.priors):
+        on_disk(lambda: check_loaded_priors(bench, regs, *latent_geometry(bench, regs)[:2]))
     if bench.dataset is not None and bench.latents is None:
         source_cls = regs.datasets.get(bench.dataset.name, "dataset.name")
         if issubclass(source_cls, LatentSource):

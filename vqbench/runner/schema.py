@@ -56,6 +56,15 @@ class LatentsSection:
 
 
 @dataclass
+class CheckpointSection:
+    """A prior trained elsewhere: its weights are loaded instead of trained (``vqbench.checkpoints``)."""
+
+    path: str
+    format: str = "vqbench"  # a results folder's runs/<cell>/prior.pt
+    config: str | None = None  # the model's config file, for formats that keep it apart
+
+
+@dataclass
 class PriorSection:
     name: str
     label: str | None = None
@@ -63,11 +72,14 @@ class PriorSection:
     sweep: dict[str, list[Any]] = field(default_factory=dict)  # dotted keys into params → values; cartesian product
     lr: float | None = None  # overrides budget.lr for this prior
     sampling: dict[str, Any] = field(default_factory=dict)  # extra options passed to sample()/inpaint()
+    checkpoint: CheckpointSection | None = None  # load trained weights: no training, the budget does not apply
 
     def validate(self, key: str) -> None:
         for dotted, values in self.sweep.items():
             if not values:
                 raise ConfigError(f"{key}.sweep.{dotted}", "needs at least one value")
+        if self.checkpoint is not None and self.lr is not None:
+            raise ConfigError(f"{key}.lr", "a prior loaded from a checkpoint is not trained; remove lr")
 
 
 @dataclass
