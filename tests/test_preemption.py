@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vqbench import liveness
+from vqbench import cli, liveness
 from vqbench.cli import main
 from vqbench.errors import EXIT_LEFT_TO_OTHER_JOBS, EXIT_TERMINATED
-from vqbench.io import atomic_path
+from vqbench.io import atomic_path, remove_leftovers
 from vqbench.runner.claims import CLAIM_FILE, claim_cell, exclusive
 
 from .conftest import SMOKE
@@ -152,19 +152,21 @@ def test_a_cell_claimed_by_another_host_is_left_reported_and_exits_75(smoke_conf
 
 def test_a_lock_held_by_another_host_waits_naming_it_until_its_claim_goes_stale(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("VQBENCH_CLAIM_HEARTBEAT", "0.1")
-    monkeypatch.setenv("VQBENCH_CLAIM_STALE", "0.5")
+    monkeypatch.setenv("VQBENCH_CLAIM_STALE", "2")
     _foreign_claim(tmp_path / "lock")
     with caplog.at_level("WARNING"), exclusive(tmp_path / "lock", poll=0.05):
         assert json.loads((tmp_path / "lock" / CLAIM_FILE).read_text())["pid"] == os.getpid()
-    assert "waiting for lock, held by node7:4242 (heartbeat" in caplog.text and "older than 0.5 s" in caplog.text
+    assert "waiting for lock, held by node7:4242 (heartbeat" in caplog.text and "older than 2 s" in caplog.text
 
 
 @pytest.mark.parametrize(("name", "value"), [("VQBENCH_CLAIM_STALE", "soon"), ("VQBENCH_CLAIM_HEARTBEAT", "-1"), ("VQBENCH_CLAIM_STALE", "10")])
 def test_bad_claim_timings_are_refused_by_name(smoke_config, tmp_path, monkeypatch, capsys, name, value):
     monkeypatch.setenv("VQBENCH_CLAIM_HEARTBEAT", "30")
     monkeypatch.setenv(name, value)
-    assert main(["run", str(_bench(smoke_config, tmp_path, steps=2))]) == 2
+    path = _bench(smoke_config, tmp_path, steps=2)
+    assert main(["run", str(path)]) == 2
     assert capsys.readouterr().err.startswith(f"vqbench: error: {name}: must")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name], "bad input must leave nothing behind"
 
 
 def test_leftovers_of_killed_processes_are_removed_and_live_ones_kept(smoke_config, tmp_path):
@@ -174,7 +176,8 @@ def test_leftovers_of_killed_processes_are_removed_and_live_ones_kept(smoke_conf
 import os, sys
 from pathlib import Path
 sys.path[:0] = {sys.path!r}
-from vqbench.io import atomic_path
+from vqbench import cli
+from vqbench.io import atomic_path, remove_leftovers
 from vqbench.runner.claims import claim_cell
 with atomic_path({str(out / "runs" / CELL / "metrics.json")!r}) as tmp, claim_cell(Path({str(cache / "locks" / "x")!r})):
     tmp.write_text("half")
@@ -193,3 +196,42 @@ with atomic_path({str(out / "runs" / CELL / "metrics.json")!r}) as tmp, claim_ce
     assert not _tagged(out) and not (cache / "locks" / "x" / CLAIM_FILE).exists()
     assert not (latents / "progress.json").exists() and (latents / "meta.json").is_file()
     assert "leftover(s) of killed jobs" in (out / "run.log").read_text()
+
+
+def test_an_error_after_sigterm_still_exits_143(monkeypatch, capsys):
+    def command(args):  # SIGTERM, then the failure it causes elsewhere (e.g. a collective whose peer rank is gone)
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        finally:
+            raise RuntimeError("Connection closed by peer")
+
+    monkeypatch.setattr(cli, "cmd_validate", command)
+    assert main(["validate", "whatever.yaml"]) == EXIT_TERMINATED
+    assert capsys.readouterr().err.startswith("vqbench: terminated (SIGTERM)")
+
+
+def test_a_dead_claim_taken_over_by_another_job_meanwhile_is_left_to_it(tmp_path, monkeypatch):
+    folder = tmp_path / "cell"
+    _foreign_claim(folder)
+    live = {"owner": "other:7", "token": "fresh", "host": "other", "space": "other/1", "pid": 7, "start": 1}
+
+    def judged_dead_then_taken(owner):  # another job takes the dead claim over right after this job judged it
+        (folder / CLAIM_FILE).write_text(json.dumps(live))
+        return True
+
+    monkeypatch.setattr(liveness, "gone", judged_dead_then_taken)
+    with claim_cell(folder) as claim:
+        assert not claim.held
+    assert json.loads((folder / CLAIM_FILE).read_text())["token"] == "fresh"  # the live job's claim is back
+
+
+def test_a_folder_replacement_killed_between_its_renames_is_restored(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    tag = f"{dead.pid}.1@{liveness._space_tag()}"
+    old = tmp_path / f".entry.old~{tag}~"
+    old.mkdir()
+    (old / "tokenizer.pt").write_text("weights")  # the previous version, moved aside; the new one never arrived
+    remove_leftovers(tmp_path)
+    assert (tmp_path / "entry" / "tokenizer.pt").read_text() == "weights" and not old.exists()

@@ -64,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     for bench in benches:
         preflight(bench, regs)  # every benchmark of the file is checked before any of them runs
-    failed, code = [], 0
+    failed, left, broken = [], False, False
     for bench in benches:
         out = Path(args.out) / bench.name if args.out and len(benches) > 1 else (Path(args.out) if args.out else None)
         outcome = run_benchmark(bench, regs, out, shard=shard)
@@ -72,15 +72,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"results in {outcome.out}/ (report.md, report.csv, report.tex; runs/<cell>/samples.png, inpainting.png)")
         if outcome.failures or outcome.elsewhere:
             failed.append(f"{bench.name}: {outcome.summary()}")
-            code = max(code, EXIT_CELLS_FAILED if outcome.failures else EXIT_LEFT_TO_OTHER_JOBS)
+        left, broken = left or bool(outcome.elsewhere), broken or bool(outcome.failures)
     for line in failed:
         print(f"vqbench: {line}", file=sys.stderr)
-    if code == EXIT_LEFT_TO_OTHER_JOBS:
+    if left:  # "partial" outranks "failed": a rerun is needed either way
         print(
-            f"vqbench: exit {code}: cells left to other jobs; rerun once they finish (or their claims go stale) to complete the report",
+            f"vqbench: exit {EXIT_LEFT_TO_OTHER_JOBS}: cells left to other jobs; rerun once they finish (or their claims go stale) to complete the report",
             file=sys.stderr,
         )
-    return code
+    return EXIT_LEFT_TO_OTHER_JOBS if left else EXIT_CELLS_FAILED if broken else 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -351,26 +351,27 @@ def main(argv: list[str] | None = None) -> int:
     with _sigterm_as_interrupt() as terminated:
         try:
             return args.func(args)
-        except VQBenchError as err:
-            if not terminated:
-                print(f"vqbench: error: {err}", file=sys.stderr)
-                return err.exit_code
-        except KeyboardInterrupt:
-            if not terminated:
-                print("vqbench: interrupted; finished cells are kept, rerun to resume", file=sys.stderr)
-                return EXIT_INTERRUPTED
-        except (OSError, RuntimeError) as err:  # a full disk outside the atomic writes (folders, log files)
-            from .io import is_disk_full
+        except BaseException as err:  # noqa: BLE001 - after SIGTERM every error (e.g. a peer rank gone) ends as 143
+            return _exit_code(err, bool(terminated))
 
-            if terminated or not is_disk_full(err):
-                raise
-            print(f"vqbench: error: {DiskFull(getattr(err, 'filename', None) or 'the results or cache folder')}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        except Exception:
-            if not terminated:
-                raise
+
+def _exit_code(err: BaseException, terminated: bool) -> int:
+    """The exit code (and one-line message) for an error that ended a command; anything unexpected is re-raised."""
+    from .io import is_disk_full
+
+    if terminated and not isinstance(err, SystemExit):
         print("vqbench: terminated (SIGTERM); claims released and finished cells kept, rerun to resume", file=sys.stderr)
         return EXIT_TERMINATED
+    if isinstance(err, VQBenchError):
+        print(f"vqbench: error: {err}", file=sys.stderr)
+        return err.exit_code
+    if isinstance(err, KeyboardInterrupt):
+        print("vqbench: interrupted; finished cells are kept, rerun to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if isinstance(err, (OSError, RuntimeError)) and is_disk_full(err):  # outside the atomic writes (folders, log files)
+        print(f"vqbench: error: {DiskFull(getattr(err, 'filename', None) or 'the results or cache folder')}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    raise err
 
 
 if __name__ == "__main__":

@@ -78,6 +78,11 @@ def remove_leftovers(root: str | os.PathLike[str]) -> list[Path]:
         for name in [*dirs, *files]:
             if name.startswith(".") and liveness.tagged_owner_gone(name):
                 target = Path(folder) / name
+                original = Path(folder) / name[1 : name.find(".old~")] if ".old~" in name else None
+                if original is not None and not original.exists():  # killed between the two renames of a folder
+                    os.replace(target, original)  # the previous version is the only one: restore it
+                    removed.append(target)
+                    continue
                 shutil.rmtree(target, ignore_errors=True) if target.is_dir() and not target.is_symlink() else target.unlink(missing_ok=True)
                 removed.append(target)
         dirs[:] = [d for d in dirs if (Path(folder) / d).is_dir()]

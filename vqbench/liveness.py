@@ -18,12 +18,17 @@ from typing import Any
 
 @cache
 def process_space() -> str:
-    """The host and process namespace this process's pids are valid in."""
+    """The host, boot and process namespace this process's pids are valid in (hostnames and namespace numbers can
+    repeat across machines, a boot id does not)."""
     try:
         namespace = os.stat("/proc/self/ns/pid").st_ino
     except OSError:
         namespace = 0
-    return f"{socket.gethostname()}/{namespace}"
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}/{boot}/{namespace}"
 
 
 def start_time(pid: int) -> int | None:

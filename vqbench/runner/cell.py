@@ -17,6 +17,7 @@ from .. import nn as vqbench_nn
 from .. import sampling as vqbench_sampling
 from ..checkpoints import PRIOR_FILE_FORMAT
 from ..config import parse, to_dict
+from ..errors import DataError
 from ..images import save_grid, save_inpainting_strip
 from ..interfaces import Prior
 from ..io import atomic_path, fingerprint, load_torch, read_json, save_torch, write_json, write_text
@@ -181,7 +182,7 @@ def train_or_reuse(
         else:
             prior.load_state_dict(state["state_dict"])
             log.info("trained weights reused from %s (same prior, data, budget and seed)", shared)
-            if main and curve is not None:
+            if main:
                 write_text(folder / CURVE_FILE, curve)
             stale = {"stale_training": shared.name} if not shared.stem.endswith(code) else {}  # --reuse-stale took another code's
             return {**state["info"], "reused_training": shared.name, "training": shared.stem, **stale}
@@ -218,7 +219,10 @@ def _stored_curve(entry: Path, state: dict[str, Any] | None = None) -> str | Non
     beside = entry.with_suffix(".csv")
     if beside.is_file():
         return beside.read_text()
-    curve = (state if state is not None else load_torch(entry)).get("curve")
+    try:
+        curve = (state if state is not None else load_torch(entry)).get("curve")
+    except DataError:  # a damaged entry counts as incomplete
+        return None
     return curve if isinstance(curve, str) else None
 
 

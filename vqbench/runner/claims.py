@@ -91,14 +91,21 @@ def _read(path: Path) -> dict:
 
 def _take_over_if_stale(path: Path, stale_after: float, token: str) -> bool:
     """Move a stale claim, or one of a process that is gone, aside (a rename: only one job wins it) and claim the
-    cell afresh."""
+    cell afresh. If what was moved is not the claim that was judged (another job took it over in between), it is
+    put back and the cell left to that job."""
+    judged = _read(path)
     try:
-        if time.time() - path.stat().st_mtime < stale_after and not liveness.gone(_read(path)):
+        if time.time() - path.stat().st_mtime < stale_after and not liveness.gone(judged):
             return False
         aside = path.with_name(f".stale.~{liveness.tag()}~{token}")
         os.rename(path, aside)
     except FileNotFoundError:  # released or taken over meanwhile
         return _create(path, token)
+    if _read(aside).get("token") != judged.get("token"):  # a live job's fresh claim: restore it
+        with contextlib.suppress(FileExistsError):
+            os.link(aside, path)
+        aside.unlink(missing_ok=True)
+        return False
     aside.unlink(missing_ok=True)
     return _create(path, token)
 

@@ -9,13 +9,14 @@ from pathlib import Path
 from .. import liveness
 from ..io import read_json, remove_leftovers
 from ..latents import PROGRESS_FILE
-from .claims import CLAIM_FILE
+from .claims import CLAIM_FILE, claim_cell
 
 log = logging.getLogger(__name__)
 
 
 def remove_dead_claims(root: Path) -> list[Path]:
-    """Remove the claims (cells, locks) under ``root`` whose process ran on this host and is gone."""
+    """Remove the claims (cells, locks) under ``root`` whose process ran on this host and is gone — by taking each
+    over and releasing it, so a claim a live job takes over meanwhile is never removed."""
     removed = []
     for claim in root.glob(f"**/{CLAIM_FILE}"):
         try:
@@ -23,8 +24,9 @@ def remove_dead_claims(root: Path) -> list[Path]:
         except Exception:  # noqa: BLE001 - released meanwhile, or being written this instant
             continue
         if liveness.gone(owner):
-            claim.unlink(missing_ok=True)
-            removed.append(claim)
+            with claim_cell(claim.parent) as taken:
+                if taken.held:
+                    removed.append(claim)
     return removed
 
 

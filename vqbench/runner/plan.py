@@ -19,6 +19,7 @@ from ..plugins import Registries
 from ..precision import resolve_precision
 from ..verdicts import check_claims
 from .cell import Cell, count_parameters
+from .claims import timing as claim_timing
 from .data import split_indices, trainable
 from .evaluate import image_sampling, metric_configs, reference_split
 from .schema import Benchmark, PriorSection, cell_id, expand_variants
@@ -176,6 +177,7 @@ def _meta_prior(cell: Cell, regs: Registries, shape: tuple[int, int], vocab: int
 def preflight(bench: Benchmark, regs: Registries, plan_only: bool = False) -> list[str]:
     """Check every setting, path and plugin name before anything is written. With ``plan_only`` (a dry run) inputs
     missing on disk are returned as lines instead of stopping the check; every other error still stops it."""
+    claim_timing()  # VQBENCH_CLAIM_* are read before the first claim is made, which is after the first write
     cells = plan_cells(bench, regs)
     configured = metric_configs(bench.metrics, regs, image_sampling(bench))
     directions = {name: col.direction for metric, config in configured.values() for name, col in metric.columns(config).items()}

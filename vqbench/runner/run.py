@@ -148,7 +148,7 @@ def run_benchmark(
             log.info("cell %d/%d: %s", i, len(cells), cell.id)
             with _claim(cell.directory(out), world) as claim:
                 if not claim.held:
-                    log.info("cell %s is being computed by %s: left to it", cell.id, claim.owner)
+                    log.info("cell %s is being computed by %s (heartbeat %.0f s ago): left to it", cell.id, claim.owner, claim.age)
                     outcome.elsewhere[cell.id] = claim.owner
                     continue
                 try:
