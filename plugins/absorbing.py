@@ -29,6 +29,9 @@ DEFAULT_BACKBONE = {"name": "transformer", "dim": 256, "depth": 8, "heads": 8, "
 class AbsorbingSampler:
     sampler: Literal["absorbing", "maskgit"] = "absorbing"
     steps: int | None = None  # absorbing sampler: evenly spaced time steps (None: all total_steps)
+    # absorbing sampler: ``scheduled`` reveals the count the mask schedule implies at each step; ``bernoulli`` is
+    # Unleashing Transformers' own sampler: at step t = steps … 1 each masked token is revealed with probability 1/t
+    unmask: Literal["scheduled", "bernoulli"] = "scheduled"
     temperature: float = 1.0
     maskgit_steps: int = 12
     schedule: Literal["cosine", "arccos", "linear"] = "cosine"  # MaskGIT: fraction still masked after each step
@@ -191,7 +194,7 @@ class AbsorbingPrior(Prior):
         """Fill every [MASK] of x (B×N) with the configured sampler; other tokens are never changed."""
         cfg = self.sampler(**opts)
         self.trace: list[int] = []  # masked tokens per grid after each network evaluation (for tests and plots)
-        run = self._maskgit if cfg.sampler == "maskgit" else self._absorbing
+        run = self._maskgit if cfg.sampler == "maskgit" else self._bernoulli if cfg.unmask == "bernoulli" else self._absorbing
         evaluations = run(x, generator, labels, cfg)
         self.last_nfe = evaluations
         return x
@@ -219,6 +222,24 @@ class AbsorbingPrior(Prior):
                 continue
             scores = torch.rand(x.shape, generator=generator, device=generator.device).to(x.device)
             reveal = rank_mask(scores.masked_fill(~masked, 2.0), counts) & masked
+            logits = self._predict(x, labels, cfg)
+            x[reveal] = sample_categorical(logits[reveal], 1.0, generator).to(x.device)
+            masked &= ~reveal
+            evaluations += 1
+            self.trace.append(int(masked.sum(dim=1).max()))
+        return evaluations
+
+    def _bernoulli(self, x, generator, labels, cfg) -> int:
+        """Unleashing Transformers' sampler: for t = S … 1 (S = ``steps``, default T) every still-masked token is
+        revealed with probability 1/t, so the count per step is random and everything is revealed at t = 1. Steps
+        that reveal nothing skip the network (the result is the same)."""
+        masked = x == self.mask_token
+        evaluations = 0
+        for t in range(cfg.steps or self.config.total_steps, 0, -1):
+            u = torch.rand(x.shape, generator=generator, device=generator.device).to(x.device)
+            reveal = masked & (u < 1.0 / t)
+            if not reveal.any():
+                continue
             logits = self._predict(x, labels, cfg)
             x[reveal] = sample_categorical(logits[reveal], 1.0, generator).to(x.device)
             masked &= ~reveal
@@ -271,6 +292,13 @@ def vqbench_conformance_cases():
             nfe=lambda opts: opts["steps"],
             nfe_opts={"steps": 4},
             commits=True,
+        ),
+        PriorCase(
+            "absorbing",
+            {"backbone": TRANSFORMER, "total_steps": 8, "unmask": "bernoulli"},
+            conditional=True,
+            commits=True,
+            id="absorbing-bernoulli",
         ),
         PriorCase(
             "absorbing",

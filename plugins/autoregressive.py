@@ -42,6 +42,7 @@ class ARSampler:
 @dataclass
 class ARConfig(ARSampler):
     backbone: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_BACKBONE))
+    class_token: bool = False  # class-conditional: the label is the first input token (taming's GPT) instead of a start token
 
     def validate(self, key: str) -> None:
         super().validate(key)
@@ -58,21 +59,39 @@ class AutoregressivePrior(Prior):
 
     def __init__(self, config: ARConfig, codebook_size: int, latent_shape: tuple[int, int], num_classes: int = 0):
         super().__init__(config, codebook_size, latent_shape, num_classes)
-        self.start_token = codebook_size
+        self.start_token = codebook_size  # with ``class_token``: class c is token codebook_size + c
+        self.class_tokens = num_classes if config.class_token else 0
         self.net = build_backbone(
-            config.backbone, "backbone", "transformer", codebook_size + 1, codebook_size, latent_shape, num_classes, causal=True
+            config.backbone,
+            "backbone",
+            "transformer",
+            codebook_size + max(1, self.class_tokens),
+            codebook_size,
+            latent_shape,
+            num_classes,
+            causal=True,
         )
 
-    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([torch.full_like(x[:, :1], self.start_token), x[:, :-1]], dim=1)
+    def _start(self, batch: int, labels: torch.Tensor | None, device: torch.device) -> int | torch.Tensor:
+        """The first input token: the start token, or each row's class token."""
+        if not self.class_tokens:
+            return self.start_token
+        if labels is None:
+            raise ValueError("this prior is class-conditional through its first token (class_token: true); pass labels")
+        return self.start_token + labels.to(device).view(batch)
+
+    def _inputs(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        first = torch.empty_like(x[:, :1])
+        first[:, 0] = self._start(x.shape[0], labels, x.device)
+        return torch.cat([first, x[:, :-1]], dim=1)
 
     def loss(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         x = codes.flatten(1)
-        return F.cross_entropy(self.net(self._inputs(x), labels).float().transpose(1, 2), x)
+        return F.cross_entropy(self.net(self._inputs(x, labels), labels).float().transpose(1, 2), x)
 
     def nll(self, codes: torch.Tensor, generator: torch.Generator | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
         x = codes.flatten(1)
-        ce = F.cross_entropy(self.net(self._inputs(x), labels).float().transpose(1, 2), x, reduction="none")
+        ce = F.cross_entropy(self.net(self._inputs(x, labels), labels).float().transpose(1, 2), x, reduction="none")
         return ce.mean(dim=1) / math.log(2)
 
     def sample(self, n, latent_shape, generator, labels=None, **opts) -> torch.Tensor:
@@ -96,7 +115,8 @@ class AutoregressivePrior(Prior):
                 return self.net(tokens[:, i : i + 1], labels, cache=cache, offset=i)[:, -1]
             return self.net(tokens[:, : i + 1], labels)[:, -1]
 
-        out = raster_decode(next_logits, n, length, self.start_token, generator, device, cfg.temperature, cfg.top_k, cfg.top_p, given, keep)
+        start = self._start(n, labels, device)
+        out = raster_decode(next_logits, n, length, start, generator, device, cfg.temperature, cfg.top_k, cfg.top_p, given, keep)
         self.last_nfe = length
         return out
 
@@ -110,4 +130,14 @@ def vqbench_register_priors(registry):
 def vqbench_conformance_cases():
     from vqbench.testing import SHAPE, TRANSFORMER, PriorCase  # test-only (needs pytest), so imported here
 
-    return [PriorCase("autoregressive", {"backbone": TRANSFORMER}, conditional=True, nfe=lambda opts: SHAPE[0] * SHAPE[1])]
+    minigpt = {**TRANSFORMER, "class_conditional": False, "qkv_bias": True, "logits_bias": False}
+    return [
+        PriorCase("autoregressive", {"backbone": TRANSFORMER}, conditional=True, nfe=lambda opts: SHAPE[0] * SHAPE[1]),
+        PriorCase(
+            "autoregressive",
+            {"backbone": minigpt, "class_token": True},
+            conditional=True,
+            nfe=lambda opts: SHAPE[0] * SHAPE[1],
+            id="autoregressive-class-token",
+        ),
+    ]

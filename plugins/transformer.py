@@ -28,6 +28,8 @@ class TransformerConfig:
     rotary: Literal["none", "1d", "2d"] = "none"
     rotary_dim: int | None = None
     class_conditional: bool = False
+    qkv_bias: bool = False  # biases on the query/key/value projections (minGPT, Unleashing Transformers)
+    logits_bias: bool = True  # a bias on the output projection (minGPT's head has none)
 
     def validate(self, key: str) -> None:
         for name in ("dim", "depth", "heads", "dim_head", "mlp_ratio"):
@@ -37,8 +39,11 @@ class TransformerConfig:
             raise ConfigError(f"{key}.rotary_dim", f"must be ≤ dim_head and divisible by {4 if self.rotary == '2d' else 2}, got {rot}")
 
 
-# Unleashing Transformers' absorbing/AR network on 16×16 latents with 1024 codes.
-PRESETS = {"unleashing": {"dim": 512, "depth": 24, "heads": 8, "dim_head": 64, "abs_pos": True}}
+# Unleashing Transformers' absorbing/AR network on 16×16 latents with 1024 codes; taming-transformers' FFHQ GPT.
+PRESETS = {
+    "unleashing": {"dim": 512, "depth": 24, "heads": 8, "dim_head": 64, "abs_pos": True, "qkv_bias": True, "logits_bias": False},
+    "taming-ffhq": {"dim": 1664, "depth": 24, "heads": 16, "dim_head": 104, "abs_pos": True, "qkv_bias": True, "logits_bias": False},
+}
 
 
 class Transformer(CausalBackbone):
@@ -57,10 +62,11 @@ class Transformer(CausalBackbone):
         self.pos = nn.Parameter(torch.randn(1, h * w, config.dim) * 0.02) if config.abs_pos else None
         self.class_embed = nn.Embedding(num_classes, config.dim) if config.class_conditional and num_classes else None
         self.blocks = nn.ModuleList(
-            TransformerBlock(config.dim, config.heads, config.dim_head, config.mlp_ratio, config.dropout, causal=causal) for _ in range(config.depth)
+            TransformerBlock(config.dim, config.heads, config.dim_head, config.mlp_ratio, config.dropout, causal=causal, qkv_bias=config.qkv_bias)
+            for _ in range(config.depth)
         )
         self.norm = nn.LayerNorm(config.dim)
-        self.to_logits = nn.Linear(config.dim, num_logits)
+        self.to_logits = nn.Linear(config.dim, num_logits, bias=config.logits_bias)
         self.apply(init_weights)  # positions keep their own N(0, 0.02) draw
         self._angles: dict[torch.device, torch.Tensor] = {}
 

@@ -2,16 +2,16 @@
 
 A checkpoint format turns a file into a ``LoadedPrior`` — the prior's name, its configuration, weights and the latent
 geometry it was trained on — so the runner can check it against the benchmark before anything is written and then
-evaluate it like any other row. Formats are looked up by name in ``FORMATS``.
+evaluate it like any other row. Formats (``CheckpointFormat``) are registered by plugins like priors are.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -33,11 +33,34 @@ class LoadedPrior:
     num_classes: int
     sha256: str
     path: str
+    config_sha256: str | None = None  # of the separate config file, where the format has one
+
+
+class CheckpointFormat(ABC):
+    """Reads prior checkpoints written by one code base (registered by name through
+    ``vqbench_register_checkpoint_formats``) into vqbench's terms."""
+
+    needs_config: ClassVar[bool] = False  # the architecture lives in a separate file (``checkpoint.config``)
+
+    @classmethod
+    @abstractmethod
+    def read(cls, path: Path, config: Path | None, key: str) -> LoadedPrior:
+        """The prior in ``path`` (``config``: its configuration file, where the format keeps one apart); errors name
+        ``key``."""
+
+
+class VqbenchFormat(CheckpointFormat):
+    """A cell's ``prior.pt`` (from any results folder); files written before they recorded their geometry take it
+    from the cell's ``config.json`` beside them."""
+
+    @classmethod
+    def read(cls, path: Path, config: Path | None, key: str) -> LoadedPrior:
+        if config is not None:
+            raise ConfigError(f"{key}.config", "a vqbench checkpoint holds its own config; remove `config`")
+        return _vqbench(path, key)
 
 
 def _vqbench(path: Path, key: str) -> LoadedPrior:
-    """A cell's ``prior.pt`` (from any results folder); files written before they recorded their geometry take it
-    from the cell's ``config.json`` beside them."""
     state = load_torch(path)
     if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict) or not isinstance(state.get("config"), dict):
         raise ConfigError(f"{key}.path", f"{path} is not a vqbench prior checkpoint (a results folder's runs/<cell>/prior.pt)")
@@ -59,23 +82,32 @@ def _vqbench(path: Path, key: str) -> LoadedPrior:
         raise DataError(f"{path}: incomplete vqbench prior checkpoint ({type(err).__name__}: {err})") from None
 
 
-FORMATS: dict[str, Callable[[Path, str], LoadedPrior]] = {"vqbench": _vqbench}
+def load(path: str, fmt: str, key: str, config: str | None = None) -> LoadedPrior:
+    """The prior in checkpoint ``path`` of format ``fmt`` with its ``config`` file where the format has one (``key``
+    names the config section in errors)."""
+    from .plugins import registries
 
-
-def load(path: str, fmt: str, key: str) -> LoadedPrior:
-    """The prior in checkpoint ``path`` of format ``fmt`` (``key`` names the config section in errors)."""
+    reader = registries().checkpoint_formats.get(fmt, f"{key}.format")
     file = Path(path).expanduser()
-    if fmt not in FORMATS:
-        raise ConfigError(f"{key}.format", f"unknown checkpoint format {fmt!r} (known: {', '.join(sorted(FORMATS))})")
     if not file.is_file():
         raise ConfigError(f"{key}.path", f"checkpoint {str(file)!r} not found")
-    stat = file.stat()
-    return _cached(str(file.resolve()), fmt, key, stat.st_size, stat.st_mtime_ns)
+    if config is None and reader.needs_config:
+        raise ConfigError(f"{key}.config", f"a '{fmt}' checkpoint keeps its architecture in a separate file; set `config: FILE`")
+    stamps: tuple[Any, ...] = (str(file.resolve()), file.stat().st_size, file.stat().st_mtime_ns)
+    if config is not None:
+        conf = Path(config).expanduser()
+        if not conf.is_file():
+            raise ConfigError(f"{key}.config", f"config file {str(conf)!r} not found")
+        stamps += (str(conf.resolve()), conf.stat().st_size, conf.stat().st_mtime_ns)
+    return _cached(reader, key, stamps)
 
 
 @functools.lru_cache(maxsize=2)  # the weights stay in memory: the last two files only
-def _cached(path: str, fmt: str, key: str, size: int, mtime: int) -> LoadedPrior:
-    return FORMATS[fmt](Path(path), key)
+def _cached(reader: type[CheckpointFormat], key: str, stamps: tuple[Any, ...]) -> LoadedPrior:
+    loaded = reader.read(Path(stamps[0]), Path(stamps[3]) if len(stamps) > 3 else None, key)
+    if len(stamps) > 3:
+        loaded.config_sha256 = sha256_file(stamps[3])
+    return loaded
 
 
 def check_prior(loaded: LoadedPrior, name: str, key: str) -> None:

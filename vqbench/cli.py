@@ -1,4 +1,4 @@
-"""The ``vqbench`` command line: run, validate, list, report, export, encode, speed."""
+"""The ``vqbench`` command line: run, validate, list, report, export, evaluate, encode, speed."""
 
 from __future__ import annotations
 
@@ -112,13 +112,33 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .plugins import registries
-    from .runner.export import export_samples
+    from .runner.export import export_fid_stats, export_samples
 
     results = Path(args.dir)
     dest = Path(args.out) if args.out else results / "export"
+    if args.format == "fid-stats":
+        path, summary = export_fid_stats(results, registries(), dest, args.device)
+        print(f"{path}: {summary}")
+        return 0
     counts = export_samples(results, registries(), dest, args.format, args.device, not args.no_reference)
     for name, count in counts.items():
         print(f"{dest / name}/: {count} images ({args.format})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .plugins import registries
+    from .report import write_report
+    from .runner.outside import evaluate_outside
+
+    results = Path(args.dir)
+    row = evaluate_outside(results, Path(args.samples), args.label, registries(), args.device)
+    paths = write_report(results)
+    print(paths["md"].read_text())
+    print(f"row {args.label!r} stored in {row.folder}/ and added to {paths['md']}")
+    if row.failed:
+        print(f"vqbench: metrics failed for {args.label!r} (n/a in the report): {', '.join(sorted(row.failed))}", file=sys.stderr)
+        return EXIT_CELLS_FAILED
     return 0
 
 
@@ -136,7 +156,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     regs = registries()
     tok_cls = regs.tokenizers.get(args.tokenizer, "--tokenizer")
     device = resolve_device(args.device)
-    options = {"config": args.config} if args.config else {}
+    options = {name: value for name, value in (("config", args.config), ("format", args.format)) if value}
     tokenizer = tok_cls.load(args.checkpoint, **options).to(device)
     trained = tokenizer.trained_resolution  # None for files that do not record it: --resolution is then needed
     resolution = args.resolution or trained
@@ -283,14 +303,21 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="decode every cell's samples (and the reference images) to PNG files or npz")
     export.add_argument("dir", help="results folder written by `vqbench run`")
     export.add_argument("--out", help="destination (default DIR/export)")
-    export.add_argument("--format", choices=["png", "npz"], default="png")
+    export.add_argument("--format", choices=["png", "npz", "fid-stats"], default="png", help="npz: arr_0 (= images); fid-stats: real mu/sigma")
     export.add_argument("--no-reference", action="store_true", help="skip the held-out reference images")
     export.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     export.set_defaults(func=cmd_export)
+    evaluate = sub.add_parser("evaluate", help="score samples made elsewhere under a results folder's protocol; adds a report row")
+    evaluate.add_argument("dir", help="results folder written by `vqbench run`")
+    evaluate.add_argument("--samples", required=True, help="PNG/JPEG folder, .npz of N×H×W×3 uint8 (arr_0 or images), .npy of codes")
+    evaluate.add_argument("--label", required=True, help="the row's name in the report (must not name an existing row)")
+    evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    evaluate.set_defaults(func=cmd_evaluate)
     encode = sub.add_parser("encode", help="encode an image folder into a latent dataset")
     encode.add_argument("--tokenizer", default="vqgan")
-    encode.add_argument("--checkpoint", required=True, help="tokenizer checkpoint (vqbench file or taming last.ckpt)")
-    encode.add_argument("--config", help="taming YAML for a taming checkpoint")
+    encode.add_argument("--checkpoint", required=True, help="tokenizer checkpoint (vqbench file, taming last.ckpt, unleashing vqgan_{step}.th)")
+    encode.add_argument("--config", help="taming YAML for a taming checkpoint; hparams YAML/JSON for an unleashing one")
+    encode.add_argument("--format", choices=["vqbench", "taming", "unleashing"], help="checkpoint format (default: detected from the file)")
     encode.add_argument("--images", required=True, help="image folder (searched recursively)")
     encode.add_argument("--out", required=True, help="latent dataset directory to write")
     encode.add_argument("--resolution", type=int, help="image size (default: the tokenizer's training resolution)")

@@ -43,6 +43,11 @@ def vqbench_register_feature_extractors(registry):
 
 
 @hookspec
+def vqbench_register_checkpoint_formats(registry):
+    """Add readers of prior checkpoints written elsewhere (subclasses of ``vqbench.checkpoints.CheckpointFormat``)."""
+
+
+@hookspec
 def vqbench_conformance_cases():
     """Return tiny test configurations for the priors and backbones this plugin registers: a list of
     ``vqbench.testing.PriorCase`` / ``BackboneCase`` (or one). The conformance suite runs the shared contract on each;

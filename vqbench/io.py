@@ -148,15 +148,33 @@ def check_writable_folder(path: str | os.PathLike, key: str) -> None:
         raise ConfigError(key, f"cannot write in {str(existing)!r} ({err.strerror or err}); choose a writable folder") from None
 
 
-def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """Load weights without executing pickled code (``weights_only=True``)."""
+class Inert:
+    """Stands in for a class a foreign checkpoint names (a Lightning callback, a config object): built from its
+    pickled state without running any of the original code."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs = args, kwargs
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu", inert_globals: bool = False) -> Any:
+    """Load weights without executing pickled code (``weights_only=True``). With ``inert_globals`` the classes and
+    functions a foreign checkpoint names besides tensors (e.g. Lightning's callback states) load as ``Inert``
+    objects, so their weights can be read without the code that wrote them."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the checkpoint file is empty (an interrupted copy or download?); replace it")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        stand_ins: list[Any] = []
+        if inert_globals:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+            stand_ins = [(type(name.rsplit(".", 1)[-1], (Inert,), {"__module__": __name__}), name) for name in names]
+        with torch.serialization.safe_globals(stand_ins):
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - report any unpickling failure the same way
         raise DataError(
             f"{path}: cannot be loaded safely with weights_only=True ({_load_failure(err)}): a damaged file, not a PyTorch "

@@ -12,6 +12,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .checkpoints import CheckpointFormat
 from .errors import VQBenchError
 from .interfaces import Backbone, FeatureExtractor, ImageSource, LatentSource, Metric, Prior, Tokenizer
 from .registry import Registry
@@ -24,7 +25,7 @@ BUILTIN_DISTRIBUTION = "vqbench"
 
 INTERFACES: dict[str, type | tuple[type, ...]] = {
     "tokenizers": Tokenizer, "priors": Prior, "backbones": Backbone, "datasets": (ImageSource, LatentSource),
-    "metrics": Metric, "feature_extractors": FeatureExtractor,
+    "metrics": Metric, "feature_extractors": FeatureExtractor, "checkpoint_formats": CheckpointFormat,
 }  # fmt: skip
 
 
@@ -38,6 +39,7 @@ class Registries:
     datasets: Registry[type[ImageSource] | type[LatentSource]]
     metrics: Registry[type[Metric]]
     feature_extractors: Registry[type[FeatureExtractor]]
+    checkpoint_formats: Registry[type[CheckpointFormat]]
 
     @classmethod
     def empty(cls) -> Registries:

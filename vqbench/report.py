@@ -13,6 +13,7 @@ import pandas as pd
 from .errors import DataError
 from .io import read_json, write_text
 from .plots import plot_section
+from .report_outside import outside_links, outside_records, outside_rows, outside_settings, reference_stats_lines
 from .report_tables import LATEX_PREAMBLE, build_table, to_latex, to_markdown
 from .runner.claims import CLAIM_FILE
 from .verdicts import claims_table
@@ -24,6 +25,7 @@ GROUP_TITLES = {"generation": "Generation quality", "speed": "Sampling speed and
 def load_long(out: Path) -> tuple[pd.DataFrame, dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """(long DataFrame with columns cell,row,label,variant,seed,metric,value; column metadata; failed cells)."""
     cells = sorted((read_json(p) for p in (out / "runs").glob("*/metrics.json")), key=lambda c: (c.get("index", 0), c["cell"]))
+    cells += outside_records(out)  # rows scored by `vqbench evaluate`, after every planned cell
     failed = [read_json(p) for p in sorted((out / "runs").glob("*/failed.json")) if not (p.parent / "metrics.json").is_file()]
     records, columns = [], {}
     for cell in cells:
@@ -76,6 +78,7 @@ def header_lines(protocol: dict[str, Any], nearest_k: int | None, stale: list[st
         note = "" if feat["real_weights"] else " — **random weights: FID/KID/PRDC are not comparable to published numbers**"
         description = feat["description"].split(":")[0] if not feat["real_weights"] else feat["description"]
         lines.append(f"- **Features**: {description}{note}; reference: {feat['num_real']} {feat['reference']}")
+        lines += reference_stats_lines(protocol)
     if protocol.get("lpips"):
         lines.append(f"- **LPIPS** (inpainting): {protocol['lpips']}")
     if protocol.get("reuse_stale") or stale:
@@ -119,7 +122,7 @@ def write_report(out: str | Path, mark_near: bool = False) -> dict[str, Path]:
     write_text(paths["csv"], wide.to_csv(index_label="prior"))
     stored = [read_json(p) for p in sorted((out / "runs").glob("*/metrics.json"))]
     stale = [c["cell"] for c in stored if c.get("stale_code") or (c.get("info") or {}).get("stale_training")]
-    md = header_lines(protocol, nearest_k, stale) + loaded_rows(out) + claimed_elsewhere(out)
+    md = header_lines(protocol, nearest_k, stale) + loaded_rows(out) + outside_rows(out, protocol) + claimed_elsewhere(out)
     if mark_near:
         md.append("- † marks a value within one std (over seeds) of the best.")
     tex = [f"% vqbench report: {protocol['benchmark']}. Needs {LATEX_PREAMBLE}", ""]
@@ -146,7 +149,11 @@ def write_report(out: str | Path, mark_near: bool = False) -> dict[str, Path]:
 
 
 def loaded_note(loaded: dict[str, str]) -> str:
-    return f"loaded from {loaded['file']} ({loaded['format']}, sha256 {loaded['sha256'][:12]}…), not trained here: the training budget does not apply"
+    config = f" with {loaded['config']} (sha256 {loaded['config_sha256'][:12]}…)" if loaded.get("config") else ""
+    return (
+        f"loaded from {loaded['file']} ({loaded['format']}, sha256 {loaded['sha256'][:12]}…){config}, not trained here: "
+        "the training budget does not apply"
+    )
 
 
 def loaded_rows(out: Path) -> list[str]:
@@ -211,7 +218,7 @@ def sample_links(out: Path) -> pd.DataFrame:
         rows.append(
             {"prior": cell["row"].replace("|", "/"), "seed": cell["seed"], "samples": links["samples.png"], "inpainting": links["inpainting.png"]}
         )
-    return pd.DataFrame(rows, columns=["prior", "seed", "samples", "inpainting"])
+    return pd.DataFrame(rows + outside_links(out), columns=["prior", "seed", "samples", "inpainting"])
 
 
 def flatten(params: Any, prefix: str = "") -> dict[str, Any]:
@@ -246,8 +253,9 @@ def settings_table(out: Path) -> pd.DataFrame:
                 notes = "; ".join(filter(None, ["weights shared with an identical training run", notes]))
             if info.get("loaded"):
                 notes = "; ".join(filter(None, [loaded_note(info["loaded"]), notes]))
-            rows[row] = {"prior": row, "name": config["prior"], "lr": config.get("lr"), "settings": text.replace("|", "/"), "notes": notes}
-    return pd.DataFrame(list(rows.values()), columns=["prior", "name", "lr", "settings", "notes"])
+            lr = None if info.get("loaded") else config.get("lr")  # not trained here
+            rows[row] = {"prior": row, "name": config["prior"], "lr": lr, "settings": text.replace("|", "/"), "notes": notes}
+    return pd.DataFrame(list(rows.values()) + outside_settings(out), columns=["prior", "name", "lr", "settings", "notes"])
 
 
 def groups(means: pd.DataFrame, columns: dict[str, dict[str, Any]]) -> dict[str, list[str]]:

@@ -51,7 +51,7 @@ def raster_decode(
     next_logits: Callable[[torch.Tensor, int], torch.Tensor],
     batch: int,
     length: int,
-    start_token: int,
+    start_token: int | torch.Tensor,
     generator: torch.Generator,
     device: torch.device,
     temperature: float = 1.0,
@@ -62,9 +62,11 @@ def raster_decode(
 ) -> torch.Tensor:
     """Sample ``length`` tokens one position at a time in raster order (B×length, int64).
 
-    ``next_logits(tokens, i)`` returns the logits B×V of position i given ``tokens`` (B×(length+1): the start token,
-    then every token placed so far). Where ``keep`` (B×length) is True the ``given`` token is placed instead."""
-    tokens = torch.full((batch, length + 1), start_token, dtype=torch.long, device=device)
+    ``next_logits(tokens, i)`` returns the logits B×V of position i given ``tokens`` (B×(length+1): the start token
+    (one for all, or one per row), then every token placed so far). Where ``keep`` (B×length) is True the ``given``
+    token is placed instead."""
+    tokens = torch.empty((batch, length + 1), dtype=torch.long, device=device)
+    tokens[:, 0] = start_token
     for i in range(length):
         logits = filter_logits(next_logits(tokens, i).float() / temperature, top_k, top_p)
         nxt = sample_categorical(logits, 1.0, generator).to(device)

@@ -13,12 +13,16 @@ import yaml
 import vqbench
 from vqbench.config import parse, to_dict
 from vqbench.errors import ConfigError, DataError
-from vqbench.interfaces import TrainableTokenizer
+from vqbench.interfaces import Tokenizer, TrainableTokenizer
 from vqbench.io import load_torch
+from vqbench.registry import did_you_mean
 
 from .model import DDConfig, Decoder, Encoder
 from .quantizer import VectorQuantizer
 from .train import VQGANTrainConfig, train_vqgan
+from .unleashing import load_unleashing, looks_like_unleashing
+
+FORMATS = ("vqbench", "taming", "unleashing")  # tokenizer.format
 
 
 @dataclass
@@ -77,8 +81,6 @@ class VQGAN(TrainableTokenizer):
     @classmethod
     def from_preset(cls, preset: str, overrides: dict[str, Any] | None = None, key: str = "tokenizer") -> VQGAN:
         if preset not in PRESETS:
-            from vqbench.registry import did_you_mean
-
             raise ConfigError(f"{key}.preset", f"unknown vqgan preset {preset!r}{did_you_mean(preset, list(PRESETS))} (known: {', '.join(PRESETS)})")
         merged = _merge(PRESETS[preset], overrides or {})
         return cls(parse(VQGANConfig, merged, f"{key}.params"))
@@ -106,10 +108,23 @@ class VQGAN(TrainableTokenizer):
         return self.decode_latents(z_q), q_loss, codes
 
     @classmethod
-    def load(cls, path: str | Path, config: str | Path | None = None, **options: Any) -> VQGAN:
-        """Load a vqbench tokenizer file, or a taming ``last.ckpt`` together with its taming YAML (``config``)."""
-        state = load_torch(path)
-        if isinstance(state, dict) and "config" in state and "state_dict" in state and config is None:
+    def load(cls, path: str | Path, config: str | Path | None = None, format: str | None = None, **options: Any) -> Tokenizer:
+        """Load a vqbench tokenizer file, a taming ``last.ckpt`` (VQModel or Net2NetTransformer) with its taming YAML, or an
+        Unleashing Transformers ``vqgan_{step}.th`` with its hparams (``config``, optional). ``format`` (vqbench, taming,
+        unleashing) is detected from the file when not given."""
+        if format is not None and format not in FORMATS:
+            raise ConfigError(
+                "format", f"unknown tokenizer checkpoint format {format!r}{did_you_mean(str(format), list(FORMATS))} (known: {', '.join(FORMATS)})"
+            )
+        state = load_torch(path, inert_globals=True)  # Lightning files name their callbacks
+        saved = isinstance(state, dict) and isinstance(state.get("config"), dict) and "state_dict" in state
+        if format is None:
+            format = "vqbench" if saved and config is None else "unleashing" if looks_like_unleashing(state) else "taming"
+        if format == "unleashing" or (format == "vqbench" and saved and state["config"].get("format") == "unleashing"):
+            return load_unleashing(path, state, config)
+        if format == "vqbench":
+            if not saved:
+                raise DataError(f"{path}: not a vqbench tokenizer file (no config and state_dict); set the format (taming or unleashing)")
             model = cls(parse(VQGANConfig, state["config"], f"{path}:config"))
             weights = state["state_dict"]
             resolution = state.get("trained_resolution")
@@ -148,7 +163,8 @@ class VQGAN(TrainableTokenizer):
 
 
 def taming_yaml_config(path: str | Path) -> VQGANConfig:
-    """``model.params.{embed_dim, n_embed, ddconfig}`` of a taming YAML → VQGANConfig."""
+    """A taming YAML → VQGANConfig: ``model.params.{embed_dim, n_embed, ddconfig}`` of a VQModel, or the same under
+    ``model.params.first_stage_config.params`` of a Net2NetTransformer (its first stage)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: taming YAML config not found")
@@ -162,11 +178,17 @@ def taming_yaml_config(path: str | Path) -> VQGANConfig:
         raise DataError(f"{path}: expected a mapping with model.params (a taming-transformers VQGAN config)")
     model = data.get("model")
     params = model.get("params") if isinstance(model, dict) else None
-    if not isinstance(params, dict) or "ddconfig" not in params:
-        raise DataError(f"{path}: expected model.params.{{embed_dim, n_embed, ddconfig}} (a taming-transformers VQGAN config)")
+    where = "model.params"
+    if isinstance(params, dict) and "ddconfig" not in params and isinstance(params.get("first_stage_config"), dict):
+        params, where = params["first_stage_config"].get("params"), "model.params.first_stage_config.params"  # Net2NetTransformer
+    if not isinstance(params, dict) or not isinstance(params.get("ddconfig"), dict):
+        raise DataError(
+            f"{path}: expected {where}.{{embed_dim, n_embed, ddconfig}} (a taming-transformers VQGAN config, or a Net2NetTransformer "
+            "config with model.params.first_stage_config)"
+        )
     dd_fields = {f.name for f in dataclasses.fields(DDConfig)}
     ddconfig = {k: v for k, v in params["ddconfig"].items() if k in dd_fields}
-    return parse(VQGANConfig, {"embed_dim": params["embed_dim"], "n_embed": params["n_embed"], "ddconfig": ddconfig}, f"{path}:model.params")
+    return parse(VQGANConfig, {"embed_dim": params.get("embed_dim"), "n_embed": params.get("n_embed"), "ddconfig": ddconfig}, f"{path}:{where}")
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

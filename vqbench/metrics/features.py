@@ -7,12 +7,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..distributed import gather_batches, world
 from ..interfaces import FeatureExtractor
 from ..io import load_torch, save_torch
+from .reference_stats import ReferenceStats
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,15 @@ class FeatureSet:
     device: torch.device
     num_fake: int
     _fake: torch.Tensor | None = field(default=None, repr=False)
+    stats: ReferenceStats | None = None  # metrics.reference_stats: FID's real-side statistics come from this file
+
+    def real_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mu, sigma) of the reference side of FID: the file's when given, else those of the real features."""
+        if self.stats is not None:
+            return self.stats.mu, self.stats.sigma
+        from .fid import feature_statistics
+
+        return feature_statistics(self.real)
 
     def fake(self) -> torch.Tensor:
         if self._fake is None:

@@ -58,7 +58,8 @@ def kid_all_pairs(real: torch.Tensor, fake: torch.Tensor) -> float:
 
 
 class FIDMetric(Metric):
-    """Fréchet distance between feature statistics of decoded samples and held-out real images."""
+    """Fréchet distance between feature statistics of decoded samples and held-out real images (or, with
+    ``metrics.reference_stats``, the statistics in that file)."""
 
     needs_images = True
 
@@ -66,7 +67,8 @@ class FIDMetric(Metric):
         return {"fid": Column("lower", "FID", 2)}
 
     def compute(self, ctx, config) -> dict[str, float]:
-        return {"fid": fid_from_features(ctx.features.real, ctx.features.fake())}
+        (mu_real, sigma_real), (mu_fake, sigma_fake) = ctx.features.real_statistics(), feature_statistics(ctx.features.fake())
+        return {"fid": frechet_distance(mu_real, sigma_real, mu_fake, sigma_fake)}
 
     def check_counts(self, config, key: str, samples: int, references: int) -> None:
         if min(samples, references) < 2:

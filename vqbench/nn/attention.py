@@ -44,10 +44,10 @@ class KVCache:
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, dim_head: int, dropout: float = 0.0, causal: bool = False):
+    def __init__(self, dim: int, heads: int, dim_head: int, dropout: float = 0.0, causal: bool = False, qkv_bias: bool = False):
         super().__init__()
         self.heads, self.causal, self.dropout = heads, causal, dropout
-        self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
+        self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=qkv_bias)
         self.to_out = nn.Linear(heads * dim_head, dim)
 
     def forward(

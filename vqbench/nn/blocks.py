@@ -12,10 +12,12 @@ from .mlp import FeedForward
 class TransformerBlock(nn.Module):
     """x + attn(norm(x)); x + mlp(norm(x))."""
 
-    def __init__(self, dim: int, heads: int, dim_head: int, mlp_ratio: float = 4.0, dropout: float = 0.0, causal: bool = False):
+    def __init__(
+        self, dim: int, heads: int, dim_head: int, mlp_ratio: float = 4.0, dropout: float = 0.0, causal: bool = False, qkv_bias: bool = False
+    ):
         super().__init__()
         self.norm_attn = nn.LayerNorm(dim)
-        self.attn = SelfAttention(dim, heads, dim_head, dropout=dropout, causal=causal)
+        self.attn = SelfAttention(dim, heads, dim_head, dropout=dropout, causal=causal, qkv_bias=qkv_bias)
         self.norm_mlp = nn.LayerNorm(dim)
         self.mlp = FeedForward(dim, mlp_ratio, dropout)
         self.drop = nn.Dropout(dropout)

@@ -76,7 +76,8 @@ def cell_protocol(
         "seed": cell.seed, "budget": asdict(bench.budget), "sampling": asdict(bench.sampling), "precision": bench.precision, "compile": bench.compile,
         "metrics": to_dict(bench.metrics),
         "data": {"train": data.train.meta.get("codes_sha256"), "test": data.test.meta.get("codes_sha256"), "tokenizer": (data.train.meta.get("tokenizer") or {}).get("checkpoint_sha256")},
-        "reference": None if reference is None else {"description": reference.extractor.description, "count": len(reference.real)},
+        "reference": None if reference is None else {"description": reference.extractor.description, "count": len(reference.real)}
+        | ({"stats_sha256": reference.stats.sha256} if reference.stats is not None else {}),
         "versions": {k: versions[k] for k in ("vqbench", "torch", "torch-fidelity", "lpips", "numpy")},
         "lpips": lpips_protocol(metrics),
         "code": code_digest(prior, *(type(metric) for metric, _ in metrics.values()), *([reference.extractor] if reference else [])),
@@ -197,7 +198,7 @@ def load_trained(prior: Prior, cell: Cell, device: torch.device) -> dict[str, An
     """Load the weights of ``priors[].checkpoint`` (checked against the benchmark in preflight) instead of training."""
     section = cell.section.checkpoint
     assert section is not None
-    loaded = checkpoints.load(section.path, section.format, f"{cell.key}.checkpoint")
+    loaded = checkpoints.load(section.path, section.format, f"{cell.key}.checkpoint", section.config)
     checkpoints.load_weights(prior, loaded, f"{cell.key}.checkpoint")
     prior.to(device)
     log.info("trained weights loaded from %s (sha256 %s…); the training budget does not apply", loaded.path, loaded.sha256[:12])
@@ -209,8 +210,11 @@ def loaded_identity(cell: Cell) -> dict[str, str] | None:
     section = cell.section.checkpoint
     if section is None:
         return None
-    loaded = checkpoints.load(section.path, section.format, f"{cell.key}.checkpoint")
-    return {"file": Path(loaded.path).name, "format": section.format, "sha256": loaded.sha256}
+    loaded = checkpoints.load(section.path, section.format, f"{cell.key}.checkpoint", section.config)
+    identity = {"file": Path(loaded.path).name, "format": section.format, "sha256": loaded.sha256}
+    if loaded.config_sha256 is not None and section.config is not None:
+        identity |= {"config": Path(section.config).name, "config_sha256": loaded.config_sha256}
+    return identity
 
 
 def _stored_curve(entry: Path, state: dict[str, Any] | None = None) -> str | None:
@@ -297,7 +301,7 @@ def _sample_and_evaluate(prior, cell, bench, data, metrics, reference, folder, d
     if reference is not None and data.tokenizer is not None:
         ctx.features = FeatureSet(
             reference.extractor, reference.real, lambda: (images.split(bench.metrics.batch_size) if images is not None else _decoded(ctx, samples)),
-            device, len(samples), drawn.features,
+            device, len(samples), drawn.features, stats=reference.stats,
         )  # fmt: skip
         shown = images if images is not None else ctx.decode(samples[: bench.sampling.grid_size**2])
         save_grid(folder / "samples.png", shown, bench.sampling.grid_size)

@@ -152,8 +152,7 @@ def _tokenizer(bench, regs, source, train_idx, cache, device, autocast) -> tuple
         path = Path(tc.checkpoint).expanduser()
         if not path.is_file():
             raise ConfigError("tokenizer.checkpoint", f"file {str(path)!r} not found")
-        options = {"config": tc.config} if tc.config else {}
-        return tok_cls.load(path, **options).to(device), path, {"origin": f"loaded from {path}"}
+        return tok_cls.load(path, **tc.load_options()).to(device), path, {"origin": f"loaded from {path}"}
     tok_cls = trainable(tok_cls, tc.name)
     train_defaults = tok_cls.preset_training.get(tc.preset or "", {})
     train_cfg: Any = parse(tok_cls.TrainConfig, {**train_defaults, **tc.train}, "tokenizer.train")
@@ -357,5 +356,5 @@ def _from_latents(bench: Benchmark, regs: Registries, device: torch.device) -> D
         raise ConfigError(
             "tokenizer.checkpoint", f"{path} is not the tokenizer these latents were encoded with (meta.json names sha256 {wanted[:12]}…)"
         )
-    tokenizer = regs.tokenizers.get(tc.name, "tokenizer.name").load(path, **({"config": tc.config} if tc.config else {})).to(device)
+    tokenizer = regs.tokenizers.get(tc.name, "tokenizer.name").load(path, **tc.load_options()).to(device)
     return DataBundle(train, test, tokenizer, tokenizer_info={"origin": f"loaded from {path}"})

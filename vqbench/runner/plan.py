@@ -15,6 +15,7 @@ from .. import checkpoints
 from ..config import parse, required
 from ..errors import ConfigError, DataError
 from ..interfaces import LatentSource, Prior
+from ..metrics.reference_stats import benchmark_stats
 from ..plugins import Registries
 from ..precision import resolve_precision
 from ..verdicts import check_claims
@@ -52,7 +53,7 @@ def loaded_params(cls: type[Prior], section: PriorSection, params: dict[str, Any
     """The params of a row loaded from ``section.checkpoint``: the file's config, with ``params`` allowed to set only
     sampler settings (the weights fix everything else)."""
     assert section.checkpoint is not None
-    loaded = checkpoints.load(section.checkpoint.path, section.checkpoint.format, f"{key}.checkpoint")
+    loaded = checkpoints.load(section.checkpoint.path, section.checkpoint.format, f"{key}.checkpoint", section.checkpoint.config)
     checkpoints.check_prior(loaded, section.name, f"{key}.checkpoint")
     sampler = sorted(f.name for f in fields(cls.sampler_config)) if cls.sampler_config is not None else []
     fixed = sorted(set(params) - set(sampler))
@@ -69,7 +70,7 @@ def check_loaded_priors(bench: Benchmark, regs: Registries, latent_shape: tuple[
     for i, section in enumerate(bench.priors):
         if section.checkpoint is not None:
             key = f"priors[{i}].checkpoint"
-            loaded = checkpoints.load(section.checkpoint.path, section.checkpoint.format, key)
+            loaded = checkpoints.load(section.checkpoint.path, section.checkpoint.format, key, section.checkpoint.config)
             checkpoints.check_fits(loaded, latent_shape, codebook_size, key)
             cls = regs.priors.get(section.name, f"priors[{i}].name")
             with torch.device("meta"):
@@ -102,7 +103,7 @@ def latent_geometry(bench: Benchmark, regs: Registries) -> tuple[tuple[int, int]
     tc = required(bench.tokenizer, "tokenizer")
     cls = regs.tokenizers.get(tc.name, "tokenizer.name")
     if tc.checkpoint is not None:
-        tok = cls.load(tc.checkpoint, **({"config": tc.config} if tc.config else {}))
+        tok = cls.load(tc.checkpoint, **tc.load_options())
     else:
         with torch.device("meta"):
             tok = trainable(cls, tc.name).from_preset(tc.preset or "", tc.params)
@@ -234,6 +235,8 @@ def preflight(bench: Benchmark, regs: Registries, plan_only: bool = False) -> li
                 extractor_cls(weights=m.feature_weights, allow_random=m.allow_random_features, seed=m.feature_seed, key="metrics")
 
         on_disk(build_extractor)
+        if m.reference_stats is not None and on_disk(functools.partial(_exists, "metrics.reference_stats", m.reference_stats)):
+            benchmark_stats(m, extractor_cls)  # FID's statistics file fits the feature network (identity, dimensions)
     return missing
 
 

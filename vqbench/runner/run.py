@@ -19,6 +19,7 @@ from ..errors import TrainingDiverged
 from ..io import check_writable_folder, fingerprint, read_json, save_torch, sha256_file, write_json
 from ..metrics.features import FeatureSet, cached_features, extract_features, extract_features_split
 from ..metrics.lpips_net import lpips_protocol
+from ..metrics.reference_stats import check_identity, extractor_identity, load_reference_stats, stats_protocol
 from ..plugins import Registries
 from ..precision import make_autocast, resolve_precision
 from ..provenance import STALE_ENTRIES, code_digest, code_keyed, provenance, reuse_stale
@@ -69,7 +70,11 @@ def reference_features(bench: Benchmark, regs: Registries, data: DataBundle, cac
         if world.main:
             save_torch(path, {"features": real})
     distributed.barrier()
-    return FeatureSet(extractor, real, lambda: iter(()), device, 0)
+    stats = None
+    if m.reference_stats is not None:  # checked in preflight; again here, against the network as prepared
+        stats = load_reference_stats(m.reference_stats, extractor.dims)
+        check_identity(stats, extractor_identity(m.feature_extractor, extractor))
+    return FeatureSet(extractor, real, lambda: iter(()), device, 0, stats=stats)
 
 
 @dataclass
@@ -138,6 +143,7 @@ def run_benchmark(
                     "precision_requested": requested,
                     "metric_settings": {name: to_dict(config) for name, (_, config) in configured.items()},
                     "lpips": lpips_protocol(configured),
+                    "reference_stats": stats_protocol(reference.stats if reference is not None else None, configured),
                     "reuse_stale": bench.reuse_stale,
                     "stale_entries": [Path(entry).name for entry in STALE_ENTRIES],
                 },

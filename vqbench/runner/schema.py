@@ -39,12 +39,19 @@ class TokenizerSection:
     params: dict[str, Any] = field(default_factory=dict)  # ... with these architecture overrides
     train: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None  # ... or load a trained tokenizer
-    config: str | None = None  # its YAML (taming checkpoints)
+    config: str | None = None  # its YAML (taming checkpoints) or hparams file (unleashing checkpoints)
+    format: Literal["vqbench", "taming", "unleashing"] | None = None  # of the checkpoint; None: detected from the file
     seed: int = 0
 
     def validate(self, key: str) -> None:
         if (self.preset is None) == (self.checkpoint is None):
             raise ConfigError(key, "give exactly one of `preset` (train a tokenizer) or `checkpoint` (load one)")
+        if self.format is not None and self.checkpoint is None:
+            raise ConfigError(f"{key}.format", "is the format of tokenizer.checkpoint; give a checkpoint or remove format")
+
+    def load_options(self) -> dict[str, Any]:
+        """Keyword options of the tokenizer's ``load`` for ``checkpoint``: its ``config`` and ``format``, where given."""
+        return {name: value for name, value in (("config", self.config), ("format", self.format)) if value}
 
 
 @dataclass
@@ -124,6 +131,7 @@ class MetricsSection:
     feature_seed: int = 0
     num_real: int = 1000  # held-out real images for the reference statistics
     batch_size: int = 32
+    reference_stats: str | None = None  # npz of real-feature mu/sigma (`vqbench export --format fid-stats`, pytorch-fid): FID only
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-metric settings (from metrics.<name>)
 
 
