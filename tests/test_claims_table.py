@@ -10,6 +10,7 @@ import pytest
 import yaml
 from scipy import stats
 
+from vqbench.claim_stats import holm
 from vqbench.cli import main
 from vqbench.errors import ConfigError
 from vqbench.verdicts import ClaimSection, check_claims, one_sided_p, verdict
@@ -73,6 +74,10 @@ def test_a_run_reports_its_claims_with_verdicts(tmp_path):
     assert main(["run", str(path)]) == 0
     table = pd.read_csv(Path(bench["out"]) / "claims.csv")
     assert table["verdict"].tolist() == ["holds", "does not hold"]
+    numeric = ["seeds", "effect_mean", "effect_std", "effect_relative", "p_holds", "p_fails", "p_two_sided", "p_adjusted", "p_verdict"]
+    assert all(pd.api.types.is_numeric_dtype(table[c]) for c in numeric)  # numbers in their own columns, not strings
+    assert table["p_adjusted"].tolist() == pytest.approx(holm(table["p_two_sided"].tolist()))
+    assert (table["p_verdict"] < 0.05).all()  # each verdict's own direction is the significant one
     assert "## Claims" in (Path(bench["out"]) / "report.md").read_text()
     bench["claims"][0]["treatment"] = "independent [temperature=2.0]"
     path.write_text(yaml.safe_dump(bench))

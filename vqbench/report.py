@@ -16,7 +16,7 @@ from .plots import plot_section
 from .report_outside import outside_links, outside_records, outside_rows, outside_settings, reference_stats_lines
 from .report_tables import LATEX_PREAMBLE, build_table, to_latex, to_markdown
 from .runner.claims import CLAIM_FILE
-from .verdicts import claims_table
+from .verdicts import claims_markdown, claims_table
 
 EXTRA_COLUMNS = {"parameters_m": {"direction": "none", "label": "params (M)", "digits": 2, "group": "speed"}}
 GROUP_TITLES = {"generation": "Generation quality", "speed": "Sampling speed and size", "inpainting": "Inpainting"}
@@ -137,7 +137,7 @@ def write_report(out: str | Path, mark_near: bool = False) -> dict[str, Path]:
     if protocol.get("claims"):
         claims = claims_table(protocol["claims"], long, columns, out)
         write_text(out / "claims.csv", claims.to_csv(index=False))
-        md += ["", "## Claims", "", f"Image-quality metrics on {feature_note(protocol)}.", "", claims.to_markdown(index=False)]
+        md += ["", "## Claims", "", f"Image-quality metrics on {feature_note(protocol)}.", "", claims_markdown(claims).to_markdown(index=False)]
     md += plot_section(out, long, feature_note(protocol))
     md += ["", "## Samples", "", sample_links(out).to_markdown(index=False)]
     md += ["", "## Settings", "", settings_table(out).to_markdown(index=False)]

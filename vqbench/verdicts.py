@@ -1,11 +1,15 @@
 """The papers' claims, checked against a results folder: for each claim the paired (same seed) effect of a
-treatment row over a control row on one metric, its spread over seeds, and a verdict from a one-sided t-test.
+treatment row over a control row on one metric, its spread over seeds, and a verdict from one-sided t-tests.
 
-``expect: better`` — the claim holds when the treatment is better than the control at level ``alpha``; it does not
-hold when it is significantly worse; otherwise the budget is inconclusive.
+``expect: better`` — the claim holds when the treatment is significantly better than the control; it does not hold
+when it is significantly worse; otherwise the budget is inconclusive.
 ``expect: within`` — "degrades gently": the treatment is worse by less than ``margin`` (relative to the control);
 it holds when the excess over that margin is significantly negative, and does not hold when it is significantly
 positive.
+
+Each claim tests both directions, so its p-value is the two-sided one (twice the smaller one-sided p); the claims of a
+benchmark are one family, and verdicts rest on Holm-adjusted p-values, so that a benchmark of null claims gives a
+definite verdict with probability ≤ α. With one seed, or the same effect at every seed, there is no test.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from .claim_stats import holm, seeds_for_power, spread, t_power
 from .config import positive
 from .errors import ConfigError
 
@@ -33,6 +38,10 @@ class ClaimSection:
     expect: Literal["better", "within"] = "better"
     margin: float = 0.0  # within: largest relative degradation that still counts as "gentle"
     alpha: float = 0.05
+    quote: str = ""  # the paper's sentence, with its table or section
+    # the relative improvement the paper reports (treatment over control, + = better; a degradation is negative): the
+    # effect the power column is computed for
+    paper_effect: float | None = None
 
     def validate(self, key: str) -> None:
         positive(key, "margin", self.margin, allow_zero=True)
@@ -88,56 +97,117 @@ def paired(long: pd.DataFrame, out: Path, claim: ClaimSection) -> pd.DataFrame:
     return by_row[[claim.treatment, claim.control]].set_axis(["treatment", "control"], axis=1).dropna()
 
 
-def verdict(claim: ClaimSection, pairs: pd.DataFrame, direction: str) -> dict[str, Any]:
-    """Effect (treatment − control, mean ± std over seeds), the test's p-values and the verdict."""
+def verdict(claim: ClaimSection, pairs: pd.DataFrame, direction: str, p_adjusted: float | None = None) -> dict[str, Any]:
+    """Effect (treatment − control, mean ± std over seeds), the tests' p-values, the power for the paper's effect and
+    the verdict, decided on ``p_adjusted`` (the claim's two-sided p adjusted over its family; default: unadjusted)."""
     sign = -1.0 if direction == "lower" else 1.0
     diff = (pairs["treatment"] - pairs["control"]).to_numpy(dtype=float)
+    control = pairs["control"].to_numpy(dtype=float)
     gain = sign * diff  # > 0: the treatment is better
     if claim.expect == "within":
-        gain = gain + claim.margin * np.abs(pairs["control"].to_numpy(dtype=float))  # > 0: worse by less than the margin
+        gain = gain + claim.margin * np.abs(control)  # > 0: worse by less than the margin
     p_holds, p_fails = one_sided_p(gain), one_sided_p(-gain)
-    if p_holds < claim.alpha:
-        outcome = "holds"
-    elif p_fails < claim.alpha:
-        outcome = "does not hold"
-    else:
-        outcome = "inconclusive at this budget"
-    control_mean = float(pairs["control"].mean()) if len(pairs) else math.nan
-    return {
+    p_two = min(1.0, 2.0 * min(p_holds, p_fails)) if math.isfinite(p_holds) else math.nan
+    control_mean = float(control.mean()) if len(control) else math.nan
+    result = {
         "seeds": len(diff),
         "treatment_mean": float(pairs["treatment"].mean()) if len(pairs) else math.nan,
         "control_mean": control_mean,
         "effect_mean": float(diff.mean()) if len(diff) else math.nan,
-        "effect_std": float(diff.std(ddof=1)) if len(diff) > 1 else math.nan,
+        "effect_std": spread(diff),
         "effect_relative": float(diff.mean() / abs(control_mean)) if len(diff) and control_mean else math.nan,
         "p_holds": p_holds,
         "p_fails": p_fails,
-        "verdict": outcome,
-    }
+        "p_two_sided": p_two,
+    } | power_for_paper(claim, gain, control_mean)
+    return result | decide(claim, result, p_two if p_adjusted is None else p_adjusted)
+
+
+def decide(claim: ClaimSection, result: dict[str, Any], p_adjusted: float) -> dict[str, Any]:
+    """The verdict on the adjusted p, the p-value of the verdict's own direction, and why a claim was not tested."""
+    p_holds, p_fails = result["p_holds"], result["p_fails"]
+    if result["seeds"] < 2:
+        return {"p_adjusted": math.nan, "p_verdict": math.nan, "verdict": "inconclusive", "reason": "one seed: no spread to test against"}
+    if not math.isfinite(p_adjusted):
+        return {
+            "p_adjusted": math.nan,
+            "p_verdict": math.nan,
+            "verdict": "inconclusive",
+            "reason": "the same effect at every seed: no spread to test against",
+        }
+    leaning = "holds" if p_holds <= p_fails else "does not hold"
+    p_verdict = p_holds if leaning == "holds" else p_fails
+    if p_adjusted < claim.alpha:
+        return {"p_adjusted": p_adjusted, "p_verdict": p_verdict, "verdict": leaning, "reason": ""}
+    return {
+        "p_adjusted": p_adjusted, "p_verdict": p_verdict, "verdict": "inconclusive at this budget",
+        "reason": f"leans to '{leaning}' (one-sided p {p_verdict:.3g}) but the adjusted p {p_adjusted:.3g} ≥ α = {claim.alpha}",
+    }  # fmt: skip
+
+
+def power_for_paper(claim: ClaimSection, gain: np.ndarray, control_mean: float) -> dict[str, Any]:
+    """Power of this claim's test (unadjusted, each direction at α/2) at the observed spread, if the true effect were
+    the one the paper reports; and the seeds that would reach power 0.8."""
+    sd = spread(gain)
+    if claim.paper_effect is None or not (sd > 0) or not math.isfinite(control_mean):
+        return {"power": math.nan, "seeds_for_power_80": math.nan}
+    expected = (claim.paper_effect + (claim.margin if claim.expect == "within" else 0.0)) * abs(control_mean)
+    needed = seeds_for_power(expected / sd, claim.alpha / 2)
+    return {"power": t_power(expected / sd, len(gain), claim.alpha / 2), "seeds_for_power_80": math.nan if needed is None else needed}
 
 
 def describe_test(claim: ClaimSection, direction: str) -> str:
     better = "lower" if direction == "lower" else "higher"
     if claim.expect == "within":
-        return f"one-sided paired t-test: treatment worse than control by < {claim.margin:.0%} ({better} is better), α = {claim.alpha}"
-    return f"one-sided paired t-test: treatment {better} than control, α = {claim.alpha}"
+        return f"paired t-tests: treatment worse than control by < {claim.margin:.0%} ({better} is better), α = {claim.alpha}, Holm over the claims"
+    return f"paired t-tests: treatment {better} than control, α = {claim.alpha}, Holm over the claims"
 
 
 def claims_table(claims: list[dict[str, Any]], long: pd.DataFrame, columns: dict[str, dict[str, Any]], out: Path) -> pd.DataFrame:
-    """One row per claim: statement, comparison, effect with its spread, test and verdict."""
+    """One row per claim, numbers in their own columns: effect, spread, raw and Holm-adjusted p, power, verdict."""
+    parsed = [ClaimSection(**raw) for raw in claims]
+    directions = [claim_direction(claim, columns) for claim in parsed]
+    raw = [verdict(claim, paired(long, out, claim), d) for claim, d in zip(parsed, directions)]
+    adjusted = holm([r["p_two_sided"] for r in raw])
     rows = []
-    for raw in claims:
-        claim = ClaimSection(**raw)
-        direction = CURVE_METRICS.get(claim.metric) or columns.get(claim.metric, {}).get("direction", "lower")
-        result = verdict(claim, paired(long, out, claim), direction)
-        effect = f"{result['effect_mean']:+.4g} ± {result['effect_std']:.2g}" if result["seeds"] > 1 else f"{result['effect_mean']:+.4g}"
+    for claim, d, first, p_adj in zip(parsed, directions, raw, adjusted):
+        result = first | decide(claim, first, p_adj)
         rows.append({
-            "claim": claim.claim,
-            "metric": claim.metric,
-            "treatment vs control": f"{claim.treatment} ({result['treatment_mean']:.4g}) vs {claim.control} ({result['control_mean']:.4g})",
-            "effect (mean ± std over seeds)": f"{effect} ({result['effect_relative']:+.1%}), n = {result['seeds']}",
-            "test": describe_test(claim, direction),
-            "p": f"{result['p_holds']:.3g}",
-            "verdict": result["verdict"],
+            "claim": claim.claim, "quote": claim.quote, "metric": claim.metric, "direction": d, "treatment": claim.treatment,
+            "control": claim.control, "expect": claim.expect, "margin": claim.margin, "alpha": claim.alpha,
+            "paper_effect": claim.paper_effect, **result, "test": describe_test(claim, d),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def claim_direction(claim: ClaimSection, columns: dict[str, dict[str, Any]]) -> str:
+    """``lower`` or ``higher``: the metric's declared better direction (validation refuses the others)."""
+    direction = CURVE_METRICS.get(claim.metric) or columns.get(claim.metric, {}).get("direction")
+    if direction not in ("lower", "higher"):
+        raise ConfigError("claims", f"metric {claim.metric!r} declares no better direction ({direction!r}); a claim needs a column marked ↑ or ↓")
+    return str(direction)
+
+
+def claims_markdown(table: pd.DataFrame) -> pd.DataFrame:
+    """The claims table as the report shows it."""
+
+    def number(value: Any, fmt: str) -> str:
+        return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+
+    rows = []
+    for r in table.to_dict("records"):
+        effect = f"{r['effect_mean']:+.4g} ± {r['effect_std']:.2g}" if r["seeds"] > 1 else f"{r['effect_mean']:+.4g}"
+        quote = f" — “{r['quote']}”" if r["quote"] else ""
+        power = f"{number(r['power'], '.2f')} (0.8 at {number(r['seeds_for_power_80'], '.0f')} seeds)" if r["paper_effect"] is not None else "—"
+        rows.append({
+            "claim": f"{r['claim']}{quote}",
+            "metric": r["metric"],
+            "treatment vs control": f"{r['treatment']} ({r['treatment_mean']:.4g}) vs {r['control']} ({r['control_mean']:.4g})",
+            "effect (mean ± std over seeds)": f"{effect} ({r['effect_relative']:+.1%}), n = {r['seeds']}",
+            "test": r["test"],
+            "p (verdict's direction)": number(r["p_verdict"], ".3g"),
+            "p (Holm)": number(r["p_adjusted"], ".3g"),
+            "power for the paper's effect": power,
+            "verdict": f"{r['verdict']}{': ' + r['reason'] if r['reason'] else ''}",
         })  # fmt: skip
     return pd.DataFrame(rows)
