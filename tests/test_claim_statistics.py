@@ -12,7 +12,7 @@ from scipy import stats
 
 from vqbench.claim_stats import holm, seeds_for_power, t_power
 from vqbench.errors import ConfigError
-from vqbench.verdicts import ClaimSection, claim_direction, one_sided_p, verdict
+from vqbench.verdicts import ClaimSection, claim_direction, claims_markdown, claims_table, one_sided_p, size_ratios, verdict
 
 
 def pairs(treatment, control) -> pd.DataFrame:
@@ -80,3 +80,41 @@ def test_a_metric_without_a_better_direction_is_an_error():
     with pytest.raises(ConfigError, match="'unique'.*no better direction"):
         claim_direction(ClaimSection("x", "unique", "a", "b"), {"unique": {"direction": "none"}})
     assert claim_direction(ClaimSection("x", "recall", "a", "b"), {"recall": {"direction": "higher"}}) == "higher"
+
+
+def _long(values: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"row": row, "metric": metric, "seed": s, "value": v} for (row, metric), vs in values.items() for s, v in enumerate(vs)])
+
+
+def test_rows_of_different_size_are_flagged():
+    claim = ClaimSection("x", "fid", "big", "small")
+    long = _long(
+        {
+            ("big", "parameters_m"): [2.2, 2.2],
+            ("small", "parameters_m"): [1.0, 1.0],
+            ("big", "train_gflops"): [1.05],
+            ("small", "train_gflops"): [1.0],
+        }
+    )
+    sizes = size_ratios(long, claim)
+    assert sizes["parameters_ratio"] == pytest.approx(2.2) and sizes["train_gflops_ratio"] == pytest.approx(1.05)
+    assert sizes["size_note"] == "not a matched comparison: the treatment has 2.20× the control's parameters"
+    unroll = _long(
+        {("big", "parameters_m"): [1.0], ("small", "parameters_m"): [1.0], ("big", "train_gflops"): [1.5], ("small", "train_gflops"): [1.0]}
+    )
+    assert "1.50× the control's training FLOPs per grid" in size_ratios(unroll, claim)["size_note"]
+    matched = _long({("big", "parameters_m"): [1.05], ("small", "parameters_m"): [1.0]})
+    assert size_ratios(matched, claim)["size_note"] == ""
+
+
+def test_the_report_row_carries_quote_caveat_size_note_and_power(tmp_path):
+    long = _long(
+        {("a", "fid"): [9.0, 9.2, 8.9], ("b", "fid"): [10.0, 10.1, 10.2], ("a", "parameters_m"): [2.0] * 3, ("b", "parameters_m"): [1.0] * 3}
+    )
+    long["cell"] = long["row"] + long["seed"].astype(str)
+    claim = {"claim": "lower FID", "metric": "fid", "treatment": "a", "control": "b", "quote": "Q.", "caveat": "short budget", "paper_effect": 0.1}
+    table = claims_table([claim], long, {"fid": {"direction": "lower"}}, tmp_path)
+    shown = claims_markdown(table).iloc[0]
+    assert shown["claim"] == "lower FID — “Q.”"
+    assert shown["verdict"] == "holds; not a matched comparison: the treatment has 2.00× the control's parameters; short budget"
+    assert shown["p (Holm)"] == f"{table['p_adjusted'][0]:.3g}" and shown["power for the paper's effect"].startswith(f"{table['power'][0]:.2f}")

@@ -18,7 +18,11 @@ from .report_tables import LATEX_PREAMBLE, build_table, to_latex, to_markdown
 from .runner.claims import CLAIM_FILE
 from .verdicts import claims_markdown, claims_table
 
-EXTRA_COLUMNS = {"parameters_m": {"direction": "none", "label": "params (M)", "digits": 2, "group": "speed"}}
+EXTRA_COLUMNS = {
+    "parameters_m": {"direction": "none", "label": "params (M)", "digits": 2, "group": "speed"},
+    "train_gflops": {"direction": "none", "label": "train GFLOPs/grid", "digits": 3, "group": "speed"},
+    "sample_gflops": {"direction": "none", "label": "sample GFLOPs/img", "digits": 3, "group": "speed"},
+}
 GROUP_TITLES = {"generation": "Generation quality", "speed": "Sampling speed and size", "inpainting": "Inpainting"}
 
 
@@ -33,6 +37,8 @@ def load_long(out: Path) -> tuple[pd.DataFrame, dict[str, dict[str, Any]], list[
         columns.update({k: cell["columns"][k] for k in order if k not in columns})
         values = dict(cell["values"])
         values["parameters_m"] = cell["info"].get("parameters", math.nan) / 1e6
+        flops = cell["info"].get("flops") or {}
+        values |= {name: flops.get(name, math.nan) for name in ("train_gflops", "sample_gflops")}
         for metric, value in values.items():
             records.append({
                 "cell": cell["cell"], "row": cell["row"], "label": cell["label"], "variant": cell["variant"],

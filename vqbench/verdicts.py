@@ -39,6 +39,7 @@ class ClaimSection:
     margin: float = 0.0  # within: largest relative degradation that still counts as "gentle"
     alpha: float = 0.05
     quote: str = ""  # the paper's sentence, with its table or section
+    caveat: str = ""  # what the verdict must be read with (e.g. a budget far below the paper's), shown beside it
     # the relative improvement the paper reports (treatment over control, + = better; a degradation is negative): the
     # effect the power column is computed for
     paper_effect: float | None = None
@@ -175,9 +176,28 @@ def claims_table(claims: list[dict[str, Any]], long: pd.DataFrame, columns: dict
         rows.append({
             "claim": claim.claim, "quote": claim.quote, "metric": claim.metric, "direction": d, "treatment": claim.treatment,
             "control": claim.control, "expect": claim.expect, "margin": claim.margin, "alpha": claim.alpha,
-            "paper_effect": claim.paper_effect, **result, "test": describe_test(claim, d),
+            "paper_effect": claim.paper_effect, "caveat": claim.caveat, **result, **size_ratios(long, claim), "test": describe_test(claim, d),
         })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+SIZE_TOLERANCE = 0.10  # rows whose parameters or training FLOPs differ by more than this are flagged
+SIZES = {"parameters_m": "parameters", "train_gflops": "training FLOPs per grid"}
+
+
+def size_ratios(long: pd.DataFrame, claim: ClaimSection) -> dict[str, Any]:
+    """Treatment ÷ control parameters and training FLOPs, and a note when they differ by more than 10 %."""
+    out: dict[str, Any] = {}
+    notes = []
+    for metric, what in SIZES.items():
+        means = long[long["metric"] == metric].groupby("row")["value"].mean()
+        treatment, control = float(means.get(claim.treatment, math.nan)), float(means.get(claim.control, math.nan))
+        ratio = treatment / control if control > 0 else math.nan  # NaN: not counted, or a prior without a network
+        out[f"{metric.removesuffix('_m')}_ratio"] = ratio
+        if math.isfinite(ratio) and abs(ratio - 1.0) > SIZE_TOLERANCE:
+            notes.append(f"{ratio:.2f}× the control's {what}")
+    out["size_note"] = f"not a matched comparison: the treatment has {' and '.join(notes)}" if notes else ""
+    return out
 
 
 def claim_direction(claim: ClaimSection, columns: dict[str, dict[str, Any]]) -> str:
@@ -208,6 +228,6 @@ def claims_markdown(table: pd.DataFrame) -> pd.DataFrame:
             "p (verdict's direction)": number(r["p_verdict"], ".3g"),
             "p (Holm)": number(r["p_adjusted"], ".3g"),
             "power for the paper's effect": power,
-            "verdict": f"{r['verdict']}{': ' + r['reason'] if r['reason'] else ''}",
+            "verdict": "; ".join(filter(None, [f"{r['verdict']}{': ' + r['reason'] if r['reason'] else ''}", r["size_note"], r["caveat"]])),
         })  # fmt: skip
     return pd.DataFrame(rows)

@@ -18,6 +18,7 @@ from .. import sampling as vqbench_sampling
 from ..checkpoints import PRIOR_FILE_FORMAT
 from ..config import parse, to_dict
 from ..errors import DataError
+from ..flops import prior_flops
 from ..images import save_grid, save_inpainting_strip
 from ..interfaces import Prior
 from ..io import atomic_path, fingerprint, load_torch, read_json, save_torch, write_json, write_text
@@ -261,6 +262,7 @@ def _run(cell, bench, regs, data, metrics, reference, folder, cache, device, aut
         save_inpainting_strip(folder / "inpainting.png", ctx.artifacts)
     info |= {
         "parameters": count_parameters(prior),
+        "flops": count_flops(prior, cell, bench, data, device),
         "supports": prior.supports,
         "notes": ({"training": prior.training_note} if prior.training_note else {}) | ctx.notes,
         "timing": ctx.timing,
@@ -276,6 +278,19 @@ def _run(cell, bench, regs, data, metrics, reference, folder, cache, device, aut
         "record": record,
         "failed_metrics": sorted(ctx.failed),
     }
+
+
+def count_flops(prior: Prior, cell: Cell, bench: Benchmark, data: DataBundle, device: torch.device) -> dict[str, float]:
+    """Training-loss and sampling GFLOPs per grid (``vqbench.flops``); empty when counting fails (logged)."""
+    labels = sampling_labels(bench.sampling, data, 1)
+    try:
+        with torch.no_grad():
+            grid = data.test.tensor([0]).to(device)
+            gen = torch.Generator(device=device).manual_seed(cell.seed)
+            return prior_flops(prior, grid, labels.to(device) if labels is not None else None, gen, cell.section.sampling)
+    except Exception as err:  # noqa: BLE001 - a count is a report extra, never a reason to fail the cell
+        log.warning("FLOPs of %s not counted (%s: %s)", cell.id, type(err).__name__, err)
+        return {}
 
 
 def _sample_and_evaluate(prior, cell, bench, data, metrics, reference, folder, device, autocast):
