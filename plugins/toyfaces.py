@@ -1,7 +1,8 @@
 """``toyfaces``: procedurally drawn face-like images with known generative factors (an offline FFHQ stand-in).
 
 Each image is a pure function of (seed, index) and can be rendered at any resolution from 32² to 1024²; shapes are
-drawn with signed distances and one-pixel anti-aliasing, so the same face looks the same at every size.
+drawn with signed distances and one-pixel anti-aliasing, so the same face looks the same at every size. The factors
+are independent unless ``correlation`` ties hair colour to background (both marginals stay uniform).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import vqbench
-from vqbench.config import positive
+from vqbench.config import in_unit_interval, positive
 from vqbench.errors import ConfigError
 from vqbench.interfaces import ImageSource
 from vqbench.io import fingerprint
@@ -26,22 +27,34 @@ LABEL_NAMES = (
     "mouth_curvature", "glasses", "background", "jitter_x", "jitter_y",
 )  # fmt: skip
 LABEL_CARDINALITY = (3, 6, 4, 5, 3, 3, 4, 2, 6, 7, 7)
+TIED = (LABEL_NAMES.index("hair_colour"), LABEL_NAMES.index("background"))  # the pair ``correlation`` makes dependent
 
 
 @dataclass
 class ToyFacesConfig:
     count: int = 10000  # number of distinct images
     seed: int = 0
+    correlation: float = 0.0  # probability that hair colour and background come from one shared draw (0: independent)
 
     def validate(self, key: str) -> None:
         positive(key, "count", self.count)
+        in_unit_interval(key, "correlation", self.correlation)
 
 
-def sample_factors(seed: int, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """The integer factors (the labels) and continuous colour jitter of image ``index``."""
+def sample_factors(seed: int, index: int, correlation: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The integer factors (the labels) and continuous colour jitter of image ``index``.
+
+    With ``correlation`` c > 0, with probability c hair colour and background are both read off one uniform u
+    (⌊5u⌋, ⌊6u⌋: comonotone), else drawn independently; each marginal stays uniform, only their dependence changes.
+    Those extra draws come after the others, so every other factor, and everything at c = 0, is as before."""
     rng = np.random.default_rng([seed, index, RENDER_VERSION])
     factors = np.array([rng.integers(n) for n in LABEL_CARDINALITY], dtype=np.int64)
     colour_noise = rng.normal(0.0, 8.0, size=(4, 3))
+    if correlation > 0.0:
+        tie, shared = rng.random(2)
+        if tie < correlation:
+            for column in TIED:
+                factors[column] = int(shared * LABEL_CARDINALITY[column])
     return factors, colour_noise
 
 
@@ -120,13 +133,15 @@ class ToyFaces(ImageSource):
     def image(self, index: int) -> np.ndarray:
         if not 0 <= index < self.config.count:
             raise IndexError(f"toyfaces index {index} out of range [0, {self.config.count})")
-        return render(*sample_factors(self.config.seed, index), self.resolution)
+        return render(*sample_factors(self.config.seed, index, self.config.correlation), self.resolution)
 
     def labels(self) -> np.ndarray:
-        return np.stack([sample_factors(self.config.seed, i)[0] for i in range(self.config.count)])
+        return np.stack([sample_factors(self.config.seed, i, self.config.correlation)[0] for i in range(self.config.count)])
 
     def fingerprint(self) -> str:
-        return fingerprint("toyfaces", RENDER_VERSION, self.config.seed, self.config.count, self.resolution)
+        """Independent factors keep the key they always had; a correlation enters it."""
+        dependence = (("correlation", float(self.config.correlation)),) if self.config.correlation else ()
+        return fingerprint("toyfaces", RENDER_VERSION, self.config.seed, self.config.count, self.resolution, *dependence)
 
 
 @vqbench.hookimpl

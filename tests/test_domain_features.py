@@ -64,7 +64,9 @@ def test_factor_distribution_metric_compares_predicted_factors_with_the_data():
     truth = np.array([[0, 0], [1, 1]] * 8)
     ctx = metric_context(torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]] * 4), truth)
     values = FactorDistributionMetric().compute(ctx, FactorDistributionMetric.Config())
-    assert values == {"factor_tv_marginal": 0.0, "factor_tv_pairwise": pytest.approx(0.5), "valid_fraction": 1.0}
+    shown = {name: values[name] for name in ("factor_tv_marginal", "factor_tv_pairwise", "valid_fraction")}
+    assert shown == {"factor_tv_marginal": 0.0, "factor_tv_pairwise": pytest.approx(0.5), "valid_fraction": 1.0}
+    assert set(values) == set(FactorDistributionMetric().columns(FactorDistributionMetric.Config()))  # floor columns: tests/test_label_floor.py
     assert "real held-out images (n=16) score TV 0.000 (marginals), 0.000 (pairs)" in ctx.notes["factor_distribution"]
     same = metric_context(torch.from_numpy(truth), truth)
     assert FactorDistributionMetric().compute(same, FactorDistributionMetric.Config())["factor_tv_pairwise"] == 0.0

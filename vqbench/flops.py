@@ -41,7 +41,7 @@ def prior_flops(
 ) -> dict[str, float]:
     """GFLOPs of the training loss's forward pass on one grid and of sampling one grid with the row's sampler
     options (``codes``: 1×h×w)."""
-    shape = tuple(codes.shape[1:])
+    shape = (int(codes.shape[1]), int(codes.shape[2]))
     return {
         "train_gflops": count(lambda: prior.loss(codes, labels)) / 1e9,
         "sample_gflops": count(lambda: prior.sample(1, shape, generator, labels=labels, **(sampling or {}))) / 1e9,
