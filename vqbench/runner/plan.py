@@ -23,6 +23,7 @@ from .cell import Cell, count_parameters
 from .claims import timing as claim_timing
 from .data import split_indices, trainable
 from .evaluate import image_sampling, metric_configs, reference_split
+from .matching import match_sizes
 from .schema import Benchmark, PriorSection, cell_id, expand_variants
 
 
@@ -35,10 +36,13 @@ def resolve_device(name: str) -> torch.device:
 def plan_cells(bench: Benchmark, regs: Registries) -> list[Cell]:
     """Every (prior, variant, seed); each variant's params are validated against the prior's Config here."""
     cells: list[Cell] = []
+    variants = {i: expand_variants(section, f"priors[{i}]") for i, section in enumerate(bench.priors)}
+    if any(section.match_params is not None for section in bench.priors):
+        match_sizes(bench, regs, variants, latent_geometry(bench, regs)[:2])
     for i, section in enumerate(bench.priors):
         key = f"priors[{i}]"
         cls = regs.priors.get(section.name, f"{key}.name")
-        for variant in expand_variants(section, key):
+        for variant in variants[i]:
             if section.checkpoint is not None:  # the architecture comes from the file; sampler settings may be set
                 variant = replace(variant, params=loaded_params(cls, section, variant.params, key))
             config: Any = parse(cls.Config, variant.params, f"{key}.params")

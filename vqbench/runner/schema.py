@@ -80,6 +80,7 @@ class PriorSection:
     lr: float | None = None  # overrides budget.lr for this prior
     sampling: dict[str, Any] = field(default_factory=dict)  # extra options passed to sample()/inpaint()
     checkpoint: CheckpointSection | None = None  # load trained weights: no training, the budget does not apply
+    match_params: str | None = None  # another row's name: backbone.dim is set so the parameter counts match
 
     def validate(self, key: str) -> None:
         for dotted, values in self.sweep.items():
@@ -87,6 +88,8 @@ class PriorSection:
                 raise ConfigError(f"{key}.sweep.{dotted}", "needs at least one value")
         if self.checkpoint is not None and self.lr is not None:
             raise ConfigError(f"{key}.lr", "a prior loaded from a checkpoint is not trained; remove lr")
+        if self.checkpoint is not None and self.match_params is not None:
+            raise ConfigError(f"{key}.match_params", "a prior loaded from a checkpoint has its size; remove match_params")
 
 
 @dataclass
