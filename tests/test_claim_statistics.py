@@ -118,3 +118,13 @@ def test_the_report_row_carries_quote_caveat_size_note_and_power(tmp_path):
     assert shown["claim"] == "lower FID — “Q.”"
     assert shown["verdict"] == "holds; not a matched comparison: the treatment has 2.00× the control's parameters; short budget"
     assert shown["p (Holm)"] == f"{table['p_adjusted'][0]:.3g}" and shown["power for the paper's effect"].startswith(f"{table['power'][0]:.2f}")
+
+
+def test_rows_without_results_and_claims_without_a_paper_effect_read_plainly(tmp_path):
+    long = _long({("a", "fid"): [9.0, 9.2, 8.9], ("b", "fid"): [10.0, 10.1, 10.2]})
+    long["cell"] = long["row"] + long["seed"].astype(str)
+    claims = [{"claim": "x", "metric": "fid", "treatment": "a", "control": "b"}, {"claim": "y", "metric": "fid", "treatment": "a", "control": "c"}]
+    shown = claims_markdown(claims_table(claims, long, {"fid": {"direction": "lower"}}, tmp_path))
+    assert shown["power for the paper's effect"].tolist() == ["—", "—"]
+    assert shown["effect (mean ± std over seeds)"][1] == "no paired seeds"
+    assert shown["verdict"][1] == "inconclusive: no seed has results for both rows"

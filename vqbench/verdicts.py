@@ -128,7 +128,8 @@ def decide(claim: ClaimSection, result: dict[str, Any], p_adjusted: float) -> di
     """The verdict on the adjusted p, the p-value of the verdict's own direction, and why a claim was not tested."""
     p_holds, p_fails = result["p_holds"], result["p_fails"]
     if result["seeds"] < 2:
-        return {"p_adjusted": math.nan, "p_verdict": math.nan, "verdict": "inconclusive", "reason": "one seed: no spread to test against"}
+        why = "no seed has results for both rows" if result["seeds"] == 0 else "one seed: no spread to test against"
+        return {"p_adjusted": math.nan, "p_verdict": math.nan, "verdict": "inconclusive", "reason": why}
     if not math.isfinite(p_adjusted):
         return {
             "p_adjusted": math.nan,
@@ -217,13 +218,14 @@ def claims_markdown(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in table.to_dict("records"):
         effect = f"{r['effect_mean']:+.4g} ± {r['effect_std']:.2g}" if r["seeds"] > 1 else f"{r['effect_mean']:+.4g}"
+        effect = f"{effect} ({r['effect_relative']:+.1%}), n = {r['seeds']}" if r["seeds"] else "no paired seeds"
         quote = f" — “{r['quote']}”" if r["quote"] else ""
-        power = f"{number(r['power'], '.2f')} (0.8 at {number(r['seeds_for_power_80'], '.0f')} seeds)" if r["paper_effect"] is not None else "—"
+        power = f"{number(r['power'], '.2f')} (0.8 at {number(r['seeds_for_power_80'], '.0f')} seeds)" if pd.notna(r["paper_effect"]) else "—"
         rows.append({
             "claim": f"{r['claim']}{quote}",
             "metric": r["metric"],
             "treatment vs control": f"{r['treatment']} ({r['treatment_mean']:.4g}) vs {r['control']} ({r['control_mean']:.4g})",
-            "effect (mean ± std over seeds)": f"{effect} ({r['effect_relative']:+.1%}), n = {r['seeds']}",
+            "effect (mean ± std over seeds)": effect,
             "test": r["test"],
             "p (verdict's direction)": number(r["p_verdict"], ".3g"),
             "p (Holm)": number(r["p_adjusted"], ".3g"),
