@@ -22,6 +22,8 @@ from vqbench.errors import ConfigError
 from vqbench.interfaces import Prior
 from vqbench.sampling import filter_logits, gumbel_noise, sample_categorical
 
+from .absorbing_big import BigSampling
+
 DEFAULT_BACKBONE = {"name": "transformer", "dim": 256, "depth": 8, "heads": 8, "dim_head": 32}
 
 
@@ -108,8 +110,9 @@ def rank_mask(scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     return ranks < counts[:, None]
 
 
-class AbsorbingPrior(Prior):
-    """Absorbing diffusion with a bidirectional transformer; reweighted ELBO training; ELBO likelihood."""
+class AbsorbingPrior(BigSampling, Prior):
+    """Absorbing diffusion with a bidirectional transformer; reweighted ELBO training; ELBO likelihood; ``sample_big``
+    draws grids larger than the training grid from overlapping windows (``absorbing_big``)."""
 
     Config = AbsorbingConfig
     sampler_config = AbsorbingSampler

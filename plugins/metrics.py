@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import vqbench
 from vqbench.metrics.attributes import ClassAccuracyMetric, FactorDistributionMetric
+from vqbench.metrics.big_samples import BigSamplesMetric
+from vqbench.metrics.class_rejection import ClassRejectionMetric
 from vqbench.metrics.fid import FIDMetric, KIDMetric
 from vqbench.metrics.inpainting import InpaintingMetric
 from vqbench.metrics.known_truth import KnownTruthMetric
@@ -24,3 +26,5 @@ def vqbench_register_metrics(registry):
     registry.register("known_truth", KnownTruthMetric)
     registry.register("class_accuracy", ClassAccuracyMetric)
     registry.register("factor_distribution", FactorDistributionMetric)
+    registry.register("big_samples", BigSamplesMetric)
+    registry.register("class_rejection", ClassRejectionMetric)

@@ -101,7 +101,7 @@ def test_png_folder_row_survives_report_rebuild(finished, results):
     assert "| png folder " in settings and "outside samples" in settings and f"sha256 {source['sha256'][:12]}" in settings
     speed = report.split("## Sampling speed and size")[1].split("##")[0]
     line = next(line for line in speed.splitlines() if line.startswith("| png folder"))
-    assert line.count("n/a") == 6  # sample, decode, total s/img, NFE, peak MiB, params: not applicable
+    assert line.count("n/a") == 8  # sample, decode, total s/img, NFE, peak MiB, params, train and sample GFLOPs: not applicable
     gen = next(line for line in report.split("## Generation quality")[1].splitlines() if line.startswith("| png folder"))
     assert gen.count("n/a") == 6  # NLL, its s.e., and the four latent statistics (the samples are images)
     inpainting = next(line for line in report.split("## Inpainting")[1].splitlines() if line.startswith("| png folder"))

@@ -49,19 +49,30 @@ def _file_digest(path: str) -> str:
     return hashlib.sha256(ast.dump(tree, annotate_fields=False, include_attributes=False).encode()).hexdigest()
 
 
-def _source_files(obj: Any) -> set[str]:
-    """The source file defining ``obj`` (a class, function, module or instance); a module's whole package folder for
-    the core (``vqbench``), since its pieces work together."""
-    if inspect.ismodule(obj) and hasattr(obj, "__path__"):  # a package: every file in it
-        return {str(p.resolve()) for folder in obj.__path__ for p in Path(folder).rglob("*.py")}
-    target = obj if inspect.ismodule(obj) or inspect.isclass(obj) or inspect.isfunction(obj) else type(obj)
+def _source_file(target: Any) -> str | None:
     try:
         path = Path(inspect.getfile(target)).resolve()
     except (TypeError, OSError):
-        return set()
+        return None
     if path.suffix != ".py" or "site-packages" in path.parts and "torch" in path.parts:
+        return None
+    return str(path)
+
+
+def _source_files(obj: Any) -> set[str]:
+    """The source file defining ``obj`` (a class, function, module or instance) and, for a class, those of its base
+    classes from its own package outside the core (a plugin's mixins); a module's whole package folder for the core
+    (``vqbench``), since its pieces work together."""
+    if inspect.ismodule(obj) and hasattr(obj, "__path__"):  # a package: every file in it
+        return {str(p.resolve()) for folder in obj.__path__ for p in Path(folder).rglob("*.py")}
+    target = obj if inspect.ismodule(obj) or inspect.isclass(obj) or inspect.isfunction(obj) else type(obj)
+    own = _source_file(target)
+    if own is None:
         return set()
-    return {str(path)}
+    package = getattr(target, "__module__", "").partition(".")[0]
+    mixins = [base for base in (target.__mro__[1:] if inspect.isclass(target) else ()) if base.__module__.partition(".")[0] == package]
+    paths = (_source_file(base) for base in mixins)
+    return {own} | {path for path in paths if path is not None and not Path(path).is_relative_to(CORE)}
 
 
 def code_digest(*objects: Any, core: bool = True) -> str:

@@ -16,6 +16,8 @@ NOT_APPLICABLE = {
     "nll": "no model to compute a likelihood",
     "sample_time": "the samples were drawn elsewhere",
     "inpainting": "no model to inpaint with",
+    "big_samples": "no model to draw larger grids with",
+    "class_rejection": "no model to draw class-conditional samples with",
 }
 
 

@@ -1,6 +1,7 @@
 """``imagebart``: a multinomial-diffusion chain whose reverse steps are encoder–decoder autoregressive transformers
 (Esser et al., NeurIPS 2021). Scale s < n is p_s(x_{s−1} | x_s) (``EncoderDecoder``); scale n is a decoder-only causal
-transformer that ignores x_n, which is exactly uniform. Every scale decodes in raster order with a key/value cache."""
+transformer that ignores x_n, which is exactly uniform. Every scale decodes in raster order with a key/value cache.
+``shared_weights`` replaces the paper's independent per-scale networks by one encoder–decoder for all scales."""
 
 from __future__ import annotations
 
@@ -89,6 +90,7 @@ class ImageBARTConfig(ImageBARTSampler):
     budget_split: Literal["batch", "every"] = "batch"  # batch: each step's batch is split evenly across the scales
     nll_draws: int = 4  # chain draws per grid for the ELBO
     remap_codes: bool = False  # restrict the chain and networks to the codes used in training (see ``prepare``)
+    shared_weights: bool = False  # one scale_net for every scale (top included), told the scale; the paper: independent
 
     def resolved(self) -> dict[str, Any]:
         """The preset's values under the ones set here."""
@@ -152,17 +154,21 @@ class ImageBARTPrior(Prior):
         n, length = self.chain.scales, self.latent_shape[0] * self.latent_shape[1]
         classes = self.num_classes if config.class_conditional else 0
         net_config = parse(EncoderDecoderConfig, r["scale_net"], "params.scale_net")
-        self.scale_nets = nn.ModuleList(EncoderDecoder(net_config, symbols, length, bool(r["residual_logits"]), classes) for _ in range(n - 1))
-        top = {**r["top_backbone"], **({"class_conditional": True} if classes else {})}
-        self.net = build_backbone(top, "params.top_backbone", "transformer", symbols + 1, symbols, self.latent_shape, classes, causal=True)
         self.start_token = symbols
+        if config.shared_weights:  # one encoder–decoder for s = 1..n; at s = n its encoder sees the uniform x_n
+            self.scale_nets = nn.ModuleList([EncoderDecoder(net_config, symbols, length, bool(r["residual_logits"]), classes, num_scales=n)])
+        else:
+            self.scale_nets = nn.ModuleList(EncoderDecoder(net_config, symbols, length, bool(r["residual_logits"]), classes) for _ in range(n - 1))
+            top = {**r["top_backbone"], **({"class_conditional": True} if classes else {})}
+            self.net = build_backbone(top, "params.top_backbone", "transformer", symbols + 1, symbols, self.latent_shape, classes, causal=True)
         split = (
             f"each step's batch is split evenly across them (every scale sees 1/{n} of the batch)"
             if config.budget_split == "batch"
             else f"every scale trains on each step's whole batch ({n}× the compute of one network)"
         )
         remap = f"; codebook remapped to the {self.remapped[0]} codes used in training" if self.remapped else ""
-        self.training_note = f"{n} scales; {split}{remap}"
+        shared = "; one network shared across the scales (given the scale index)" if config.shared_weights else ""
+        self.training_note = f"{n} scales; {split}{remap}{shared}"
 
     def prepare(self, train_codes: torch.Tensor) -> None:
         """With ``remap_codes``: restrict the chain and the networks to the codes the training grids use (their FFHQ
@@ -188,14 +194,20 @@ class ImageBARTPrior(Prior):
         return self.code_of_symbol.to(symbols.device)[symbols] if self.remapped else symbols
 
     # ----------------------------------------------------------------------------------------------- networks
+    def scale_net(self, s: int) -> tuple[EncoderDecoder, int | None]:
+        """The encoder–decoder of scale s and the scale index it is given (0-based; None for a per-scale network)."""
+        if self.config.shared_weights:
+            return self.scale_nets[0], s - 1
+        return self.scale_nets[s - 1], None
+
     def logits(self, s: int, x_s: torch.Tensor, x_prev: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced logits B×N×K of p_s(x_{s−1} | x_s) at every position of x_{s−1} (float32)."""
-        if s == self.chain.scales:
+        if s == self.chain.scales and not self.config.shared_weights:
             start = torch.full_like(x_prev[:, :1], self.start_token)
             return self.net(torch.cat([start, x_prev[:, :-1]], dim=1), labels).float()
-        net = self.scale_nets[s - 1]
+        net, scale = self.scale_net(s)
         transition = self.chain.transition_log_probs(x_s, s) if net.log_scale is not None else None
-        return net(x_s, x_prev, transition, labels).float()
+        return net(x_s, x_prev, transition, labels, scale).float()
 
     def _scale_terms(self, s: int, x0: torch.Tensor, x_s: torch.Tensor, x_prev: torch.Tensor, labels) -> tuple[torch.Tensor, torch.Tensor]:
         """(CE of x_{s−1}, KL(q(x_{s−1} | x_s, x0) ‖ p_s)), each summed over tokens per grid (nats)."""
@@ -291,20 +303,20 @@ class ImageBARTPrior(Prior):
 
     def _decode_scale(self, s: int, x_s: torch.Tensor, generator, settings: tuple, labels, given, keep) -> torch.Tensor:
         """x_{s−1} in raster order with the key/value cache (one decoder step per token, one encoder pass)."""
-        if s == self.chain.scales:
+        if s == self.chain.scales and not self.config.shared_weights:
 
             def step(token: torch.Tensor, i: int, cache: KVCache) -> torch.Tensor:
                 return self.net(token, labels, cache=cache, offset=i)[:, -1]
         else:
-            net = self.scale_nets[s - 1]
-            memory = net.encode(x_s, labels)
+            net, scale = self.scale_net(s)
+            memory = net.encode(x_s, labels, scale)
             residual = net.log_scale is not None
             self.last_nfe += 1
 
             def step(token: torch.Tensor, i: int, cache: KVCache) -> torch.Tensor:
-                logits = net.decode(token, memory, cache, offset=i, labels=labels)[:, -1]
+                logits = net.decode(token, memory, cache, offset=i, labels=labels, scale=scale)[:, -1]
                 # the residual term of position i only (B×K): no B×N×K tensor while sampling large grids
-                return net.residual(logits, self.chain.transition_log_probs(x_s[:, i], s) if residual else None)
+                return net.residual(logits, self.chain.transition_log_probs(x_s[:, i], s) if residual else None, scale)
 
         return self._raster(step, x_s.shape[0], x_s.shape[1], generator, settings, given, keep)
 
@@ -323,6 +335,8 @@ class ImageBARTPrior(Prior):
         params.update({k: v for k, v in self.resolved_settings.items() if k not in ("scales", "alphacum")})
         params["alphacum"] = [round(a, 6) for a in self.alphacum]
         params["kl_weight"] = self.kl_weight
+        if self.config.shared_weights:
+            params.pop("top_backbone", None)  # unused: the shared network serves the top scale too
         return params
 
 
@@ -348,5 +362,12 @@ def vqbench_conformance_cases():
             {"alphacum": [1.0, 0.7, 0.3, 0.0], "scale_net": IMAGEBART_SCALE_NET, "top_backbone": TRANSFORMER, "residual_logits": True},
             nfe=lambda opts: 3 * n + 2,
             id="imagebart-residual-3-scales",
+        ),
+        PriorCase(
+            "imagebart",
+            {"scales": 2, "scale_net": IMAGEBART_SCALE_NET, "class_conditional": True, "residual_logits": True, "shared_weights": True},
+            conditional=True,
+            nfe=lambda opts: opts["scales"] * n + opts["scales"],  # the shared network encodes x_n at the top scale too
+            id="imagebart-shared-weights",
         ),
     ]
