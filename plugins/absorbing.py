@@ -225,12 +225,17 @@ class AbsorbingPrior(BigSampling, Prior):
                 continue
             scores = torch.rand(x.shape, generator=generator, device=generator.device).to(x.device)
             reveal = rank_mask(scores.masked_fill(~masked, 2.0), counts) & masked
-            logits = self._predict(x, labels, cfg)
-            x[reveal] = sample_categorical(logits[reveal], 1.0, generator).to(x.device)
-            masked &= ~reveal
+            self._reveal(x, reveal, masked, labels, cfg, generator)
             evaluations += 1
-            self.trace.append(int(masked.sum(dim=1).max()))
         return evaluations
+
+    def _reveal(self, x, reveal, masked, labels, cfg, generator) -> None:
+        """One network evaluation: draw the ``reveal`` positions of x from its prediction of x0 (x and ``masked``
+        updated in place)."""
+        logits = self._predict(x, labels, cfg)
+        x[reveal] = sample_categorical(logits[reveal], 1.0, generator).to(x.device)
+        masked &= ~reveal
+        self.trace.append(int(masked.sum(dim=1).max()))
 
     def _bernoulli(self, x, generator, labels, cfg) -> int:
         """Unleashing Transformers' sampler: for t = S … 1 (S = ``steps``, default T) every still-masked token is
@@ -243,11 +248,8 @@ class AbsorbingPrior(BigSampling, Prior):
             reveal = masked & (u < 1.0 / t)
             if not reveal.any():
                 continue
-            logits = self._predict(x, labels, cfg)
-            x[reveal] = sample_categorical(logits[reveal], 1.0, generator).to(x.device)
-            masked &= ~reveal
+            self._reveal(x, reveal, masked, labels, cfg, generator)
             evaluations += 1
-            self.trace.append(int(masked.sum(dim=1).max()))
         return evaluations
 
     def _maskgit(self, x, generator, labels, cfg) -> int:
