@@ -192,6 +192,17 @@ class Prior(nn.Module, ABC):
         settings derived from the data (e.g. a code remapping). The default does nothing."""
         return None
 
+    @classmethod
+    def with_width(cls, params: dict[str, Any], width: int) -> dict[str, Any] | None:
+        """``params`` with the network's width set to ``width`` (``priors[].match_params``), or None when the prior has
+        no width to set. The default sets ``backbone.dim`` (the Config's default backbone if ``params`` names none)."""
+        from .config import parse, to_dict, unshared
+
+        backbone = getattr(parse(cls.Config, params, "params"), "backbone", None)
+        if not isinstance(backbone, dict):
+            return None
+        return {**unshared(params), "backbone": {**to_dict(backbone), "dim": width}}
+
     def describe(self) -> dict[str, Any]:
         """Every resolved parameter (defaults filled in, the backbone's too), as stored in config.json and reported."""
         from .config import to_dict

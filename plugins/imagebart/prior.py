@@ -136,6 +136,12 @@ class ImageBARTPrior(Prior):
     supports_inpainting = True
     supports_likelihood = True
 
+    @classmethod
+    def with_width(cls, params: dict[str, Any], width: int) -> dict[str, Any]:
+        """Every scale's network (``scale_net.dim`` and ``top_backbone.dim``) at ``width`` (``priors[].match_params``)."""
+        resolved = parse(ImageBARTConfig, params, "params").resolved()
+        return {**params, "scale_net": {**resolved["scale_net"], "dim": width}, "top_backbone": {**resolved["top_backbone"], "dim": width}}
+
     def __init__(self, config: ImageBARTConfig, codebook_size: int, latent_shape: tuple[int, int], num_classes: int = 0):
         super().__init__(config, codebook_size, latent_shape, num_classes)
         r = config.resolved()

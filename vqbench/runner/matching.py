@@ -1,10 +1,9 @@
 """``priors[].match_params: ROW``: size a row's network to another row's parameter count, so the comparison a claim
-makes is between models of the same size. The width (``backbone.dim``) is searched in multiples of 8; every other
-setting is kept. Models are built on the meta device: nothing is allocated."""
+makes is between models of the same size. The width (``Prior.with_width``: ``backbone.dim`` by default) is searched
+in multiples of 4; every other setting is kept. Models are built on the meta device: nothing is allocated."""
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Any
 
@@ -17,7 +16,7 @@ from ..plugins import Registries
 from .schema import Benchmark, Variant
 
 log = logging.getLogger(__name__)
-STEP = 8  # widths tried: multiples of this
+STEP = 4  # widths tried: multiples of this
 WIDEST = 16384
 
 
@@ -28,12 +27,12 @@ def count_params(cls: type[Prior], params: dict[str, Any], key: str, geometry: t
     return sum(p.numel() for p in prior.parameters())
 
 
-def with_width(params: dict[str, Any], width: int, key: str) -> dict[str, Any]:
-    """``params`` with ``backbone.dim`` set to ``width``."""
-    backbone = params.get("backbone")
-    if not isinstance(backbone, dict):
-        raise ConfigError(f"{key}.match_params", "only priors with a `backbone` can be width-matched; size this row explicitly")
-    return {**copy.deepcopy(params), "backbone": {**backbone, "dim": width}}
+def with_width(cls: type[Prior], params: dict[str, Any], width: int, key: str) -> dict[str, Any]:
+    """``params`` with the prior's width set to ``width`` (``Prior.with_width``)."""
+    widened = cls.with_width(params, width)
+    if widened is None:
+        raise ConfigError(f"{key}.match_params", "this prior has no network width to set; size this row explicitly")
+    return widened
 
 
 def matched_width(cls: type[Prior], params: dict[str, Any], target: int, key: str, geometry: tuple[tuple[int, int], int]) -> tuple[int, int]:
@@ -41,7 +40,7 @@ def matched_width(cls: type[Prior], params: dict[str, Any], target: int, key: st
     row's section)."""
 
     def count(units: int) -> int:
-        return count_params(cls, with_width(params, units * STEP, key), f"{key}.params", geometry)
+        return count_params(cls, with_width(cls, params, units * STEP, key), f"{key}.params", geometry)
 
     low, high = 1, WIDEST // STEP  # parameter count grows with the width: bisect for the first count ≥ target
     while low < high:
@@ -69,5 +68,5 @@ def match_sizes(bench: Benchmark, regs: Registries, variants: dict[int, list[Var
         cls = regs.priors.get(section.name, f"{key}.name")
         for n, variant in enumerate(variants[i]):
             width, count = matched_width(cls, variant.params, target, key, geometry)
-            variants[i][n] = Variant(variant.label, variant.name, with_width(variant.params, width, key))
-            log.info("%s: backbone.dim %d gives %.3f M parameters (%s: %.3f M)", variant.row, width, count / 1e6, section.match_params, target / 1e6)
+            variants[i][n] = Variant(variant.label, variant.name, with_width(cls, variant.params, width, key))
+            log.info("%s: width %d gives %.3f M parameters (%s: %.3f M)", variant.row, width, count / 1e6, section.match_params, target / 1e6)
