@@ -120,7 +120,10 @@ class EvalContext:
         return self.data.test.tensor()
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return decode_to_uint8(required(self.tokenizer, "tokenizer"), codes, self.device, self.batch_size)
+        """uint8 images of ``codes``, decoded at the benchmark's precision as the sampled images are (so label
+        metrics, inpainting and re-decoded FID batches score the same images a cell's FID does)."""
+        with self.autocast():
+            return decode_to_uint8(required(self.tokenizer, "tokenizer"), codes, self.device, self.batch_size)
 
     def inpainting_inputs(self, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(uint8 images, codes, class labels or None) of the last ``count`` held-out items: disjoint from the
