@@ -117,7 +117,7 @@ def test_a_benchmark_reports_big_samples_for_absorbing_and_na_for_others(smoke_c
     """Through the CLI: the tiny VQ-GAN decodes 2×-wide grids; independent gets n/a."""
     backbone = {"name": "transformer", "dim": 32, "depth": 1, "heads": 2, "dim_head": 16}
     smoke_config["priors"] = [{"name": "independent"}, {"name": "absorbing", "params": {"backbone": backbone, "total_steps": 8}}]
-    smoke_config["metrics"]["enabled"] = ["fid", "big_samples"]  # fid: the run extracts image features
+    smoke_config["metrics"]["enabled"] = ["big_samples"]  # uses_images: the run extracts image features for it alone
     smoke_config["metrics"]["big_samples"] = {"num_samples": 12, "window_step": 2, "steps": 8}
     path = tmp_path / "bench.yaml"
     path.write_text(yaml.safe_dump(smoke_config))
@@ -125,8 +125,9 @@ def test_a_benchmark_reports_big_samples_for_absorbing_and_na_for_others(smoke_c
     table = pd.read_csv(tmp_path / "out" / "report.csv", index_col="prior")
     columns = ["big_fid_left", "big_fid_seam", "big_fid_right", "big_seam_bits"]
     assert table.loc["absorbing", columns].notna().all() and table.loc["independent", columns].isna().all()
-    smoke_config["metrics"]["enabled"] = ["big_samples"]  # no image metric: the latent statistic alone
-    smoke_config["priors"] = smoke_config["priors"][1:]
+    smoke_config["priors"] = smoke_config["priors"][1:]  # latent-only data: the latent statistic alone
+    smoke_config["dataset"] = {"name": "synthetic_latents", "params": {"kind": "markov", "h": 4, "w": 4, "codebook_size": 16, "count": 64}}
+    smoke_config.pop("tokenizer", None)
     smoke_config["out"] = str(tmp_path / "latent_only")
     path.write_text(yaml.safe_dump(smoke_config))
     assert main(["run", str(path)]) == 0

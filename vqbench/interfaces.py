@@ -358,7 +358,13 @@ class Metric(ABC):
 
     Config: ClassVar[type] = NoConfig
     needs_images: ClassVar[bool] = False  # needs a tokenizer that can decode
+    uses_images: ClassVar[bool] = False  # runs without images, and uses the reference image features when there are
     group: ClassVar[str] = "generation"  # report table the columns go to (generation, speed, inpainting, ...)
+
+    @property
+    def wants_images(self) -> bool:
+        """Whether the run should decode images and extract reference features for this metric."""
+        return self.needs_images or self.uses_images
 
     @abstractmethod
     def columns(self, config: Any) -> dict[str, Column]: ...

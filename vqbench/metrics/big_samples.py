@@ -106,10 +106,11 @@ def crops(images: torch.Tensor, width: int, factor: int) -> dict[str, torch.Tens
 
 class BigSamplesMetric(Metric):
     """FID of training-size crops (left, right, centred on the seams) of Unleashing Transformers' big samples, and the
-    seam excess of the horizontal-bigram bits; n/a for priors without ``sample_big``. Not ``needs_images``: the
-    latent statistic needs none; the FIDs use the run's image features, extracted when an image metric is enabled."""
+    seam excess of the horizontal-bigram bits; n/a for priors without ``sample_big``. ``uses_images``: the latent
+    statistic needs no images; the FIDs use the run's reference image features wherever the benchmark decodes images."""
 
     Config = BigSamplesConfig
+    uses_images = True
 
     def columns(self, config) -> dict[str, Column]:
         k = config.width_factor

@@ -228,10 +228,10 @@ def preflight(bench: Benchmark, regs: Registries, plan_only: bool = False) -> li
         if bench.tokenizer is None:
             raise ConfigError("tokenizer", f"image dataset '{bench.dataset.name}' needs a tokenizer: give `preset` (train one) or `checkpoint`")
         source = source_cls(parse(source_cls.Config, bench.dataset.params, "dataset.params"), bench.dataset.resolution)
-        if on_disk(lambda: source.check("dataset.params")) and any(metric.needs_images for metric, _ in configured.values()):
+        if on_disk(lambda: source.check("dataset.params")) and any(metric.wants_images for metric, _ in configured.values()):
             _, test_idx = split_indices(len(source), bench.dataset.test_fraction, bench.dataset.split_seed)
             reference_split(bench.metrics, configured, len(test_idx))  # reference and inpainting images fit the split
-    if bench.tokenizer is not None and any(metric.needs_images for metric, _ in configured.values()):
+    if bench.tokenizer is not None and any(metric.wants_images for metric, _ in configured.values()):
         m = bench.metrics
 
         def build_extractor() -> None:  # its weights file opens and fits the network (meta tensors: no memory, no init)

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 def reference_features(bench: Benchmark, regs: Registries, data: DataBundle, cache: Path, device: torch.device) -> FeatureSet | None:
     configured = metric_configs(bench.metrics, regs, image_sampling(bench))
-    if data.tokenizer is None or not any(metric.needs_images for metric, _ in configured.values()):
+    if data.tokenizer is None or not any(metric.wants_images for metric, _ in configured.values()):
         return None
     m = bench.metrics
     extractor_cls = regs.feature_extractors.get(m.feature_extractor, "metrics.feature_extractor")
