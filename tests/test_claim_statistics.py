@@ -118,6 +118,7 @@ def test_the_report_row_carries_quote_caveat_size_note_and_power(tmp_path):
     assert shown["claim"] == "lower FID — “Q.”"
     assert shown["verdict"] == "holds; not a matched comparison: the treatment has 2.00× the control's parameters; short budget"
     assert shown["p (Holm)"] == f"{table['p_adjusted'][0]:.3g}" and shown["power for the paper's effect"].startswith(f"{table['power'][0]:.2f}")
+    assert shown["p (two-sided, raw)"] == f"{table['p_two_sided'][0]:.3g}" and shown["params (M)"] == "2.000 vs 1.000"
 
 
 def test_rows_without_results_and_claims_without_a_paper_effect_read_plainly(tmp_path):
@@ -126,5 +127,6 @@ def test_rows_without_results_and_claims_without_a_paper_effect_read_plainly(tmp
     claims = [{"claim": "x", "metric": "fid", "treatment": "a", "control": "b"}, {"claim": "y", "metric": "fid", "treatment": "a", "control": "c"}]
     shown = claims_markdown(claims_table(claims, long, {"fid": {"direction": "lower"}}, tmp_path))
     assert shown["power for the paper's effect"].tolist() == ["—", "—"]
+    assert shown["params (M)"].tolist() == ["— vs —", "— vs —"]  # no parameter counts recorded
     assert shown["effect (mean ± std over seeds)"][1] == "no paired seeds"
     assert shown["verdict"][1] == "inconclusive: no seed has results for both rows"

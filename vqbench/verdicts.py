@@ -195,6 +195,8 @@ def size_ratios(long: pd.DataFrame, claim: ClaimSection) -> dict[str, Any]:
         treatment, control = float(means.get(claim.treatment, math.nan)), float(means.get(claim.control, math.nan))
         ratio = treatment / control if control > 0 else math.nan  # NaN: not counted, or a prior without a network
         out[f"{metric.removesuffix('_m')}_ratio"] = ratio
+        if metric == "parameters_m":
+            out["treatment_parameters_m"], out["control_parameters_m"] = treatment, control
         if math.isfinite(ratio) and abs(ratio - 1.0) > SIZE_TOLERANCE:
             notes.append(f"{ratio:.2f}× the control's {what}")
     out["size_note"] = f"not a matched comparison: the treatment has {' and '.join(notes)}" if notes else ""
@@ -226,7 +228,9 @@ def claims_markdown(table: pd.DataFrame) -> pd.DataFrame:
             "metric": r["metric"],
             "treatment vs control": f"{r['treatment']} ({r['treatment_mean']:.4g}) vs {r['control']} ({r['control_mean']:.4g})",
             "effect (mean ± std over seeds)": effect,
+            "params (M)": f"{number(r['treatment_parameters_m'], '.3f')} vs {number(r['control_parameters_m'], '.3f')}",
             "test": r["test"],
+            "p (two-sided, raw)": number(r["p_two_sided"], ".3g"),
             "p (verdict's direction)": number(r["p_verdict"], ".3g"),
             "p (Holm)": number(r["p_adjusted"], ".3g"),
             "power for the paper's effect": power,
