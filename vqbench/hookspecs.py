@@ -48,6 +48,11 @@ def vqbench_register_checkpoint_formats(registry):
 
 
 @hookspec
+def vqbench_register_trackers(registry):
+    """Add experiment trackers named by the benchmark's ``tracking`` key (subclasses of ``vqbench.tracking.Tracker``)."""
+
+
+@hookspec
 def vqbench_conformance_cases():
     """Return tiny test configurations for the priors and backbones this plugin registers: a list of
     ``vqbench.testing.PriorCase`` / ``BackboneCase`` (or one). The conformance suite runs the shared contract on each;

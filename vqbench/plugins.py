@@ -16,6 +16,7 @@ from .checkpoints import CheckpointFormat
 from .errors import VQBenchError
 from .interfaces import Backbone, FeatureExtractor, ImageSource, LatentSource, Metric, Prior, Tokenizer
 from .registry import Registry
+from .tracking import Tracker
 
 ENTRY_POINT_GROUP = "vqbench"
 DISABLE_AUTOLOAD_ENV = "VQBENCH_DISABLE_PLUGIN_AUTOLOAD"
@@ -25,7 +26,7 @@ BUILTIN_DISTRIBUTION = "vqbench"
 
 INTERFACES: dict[str, type | tuple[type, ...]] = {
     "tokenizers": Tokenizer, "priors": Prior, "backbones": Backbone, "datasets": (ImageSource, LatentSource),
-    "metrics": Metric, "feature_extractors": FeatureExtractor, "checkpoint_formats": CheckpointFormat,
+    "metrics": Metric, "feature_extractors": FeatureExtractor, "checkpoint_formats": CheckpointFormat, "trackers": Tracker,
 }  # fmt: skip
 
 
@@ -40,6 +41,7 @@ class Registries:
     metrics: Registry[type[Metric]]
     feature_extractors: Registry[type[FeatureExtractor]]
     checkpoint_formats: Registry[type[CheckpointFormat]]
+    trackers: Registry[type[Tracker]]
 
     @classmethod
     def empty(cls) -> Registries:

@@ -18,6 +18,7 @@ from ..interfaces import LatentSource, Prior
 from ..metrics.reference_stats import benchmark_stats
 from ..plugins import Registries
 from ..precision import resolve_precision
+from ..tracking import check_tracking
 from ..verdicts import check_claims
 from .cell import Cell, count_parameters
 from .claims import timing as claim_timing
@@ -187,6 +188,7 @@ def preflight(bench: Benchmark, regs: Registries, plan_only: bool = False) -> li
     configured = metric_configs(bench.metrics, regs, image_sampling(bench))
     directions = {name: col.direction for metric, config in configured.values() for name, col in metric.columns(config).items()}
     check_claims(bench.claims, list(dict.fromkeys(cell.variant.row for cell in cells)), directions)
+    check_tracking(bench.tracking, regs)
     for i, claim in enumerate(bench.claims):
         if claim.metric == "val_nll_mean" and bench.budget.eval_every is None:
             raise ConfigError(f"claims[{i}].metric", "val_nll_mean needs validation curves: set budget.eval_every")

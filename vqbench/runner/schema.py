@@ -14,6 +14,7 @@ import yaml
 from ..config import in_unit_interval, parse, positive, set_dotted, unshared, yaml_syntax_error
 from ..errors import ConfigError, DataError
 from ..registry import did_you_mean
+from ..tracking import check_tracking
 from ..verdicts import ClaimSection
 
 DEFAULT_METRICS = ["fid", "kid", "prdc", "nll", "latent_stats", "sample_time", "inpainting"]
@@ -136,6 +137,13 @@ class MetricsSection:
     batch_size: int = 32
     reference_stats: str | None = None  # npz of real-feature mu/sigma (`vqbench export --format fid-stats`, pytorch-fid): FID only
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-metric settings (from metrics.<name>)
+    # resamples of each cell's samples for FID/KID/PRDC intervals (vqbench.metrics.bootstrap); 0: off, and then left out
+    # of to_dict, so cells computed before the option keep their protocol fingerprint
+    bootstrap: int = field(default=0, metadata={"omit_default": True})
+
+    def validate(self, key: str) -> None:
+        if self.bootstrap < 0:
+            raise ConfigError(f"{key}.bootstrap", f"must be 0 (off) or a number of resamples, got {self.bootstrap}")
 
 
 @dataclass
@@ -157,6 +165,7 @@ class Benchmark:
     out: str | None = None  # default results/<name>
     cache: str | None = None  # default results/.cache
     reuse_stale: bool = False  # keep caches and finished cells computed by other code (`--reuse-stale`; in the report)
+    tracking: str | list[str] | None = None  # experiment trackers (e.g. tensorboard): curves, samples, final metrics per cell
 
     def validate(self, key: str) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", self.name):
@@ -218,6 +227,7 @@ def parse_benchmark(data: dict[str, Any], metric_names: list[str], overrides: Se
     for name in bench.metrics.enabled:
         if name not in metric_names:
             raise ConfigError("metrics.enabled", f"unknown metric '{name}'{did_you_mean(name, metric_names)} (known: {', '.join(metric_names)})")
+    check_tracking(bench.tracking)
     return bench
 
 

@@ -16,6 +16,7 @@ from ..errors import ConfigError, TrainingDiverged
 from ..interfaces import Prior
 from ..io import load_torch, save_torch, write_text
 from ..latents import LatentDataset
+from ..tracking import NO_TRACKING, Tracking
 from ..training import StepLoop
 from .schema import BudgetSection
 
@@ -94,6 +95,32 @@ def write_curve(path: Path, losses: list[float], validation: dict[int, float]) -
     write_text(path, "\n".join(rows) + "\n")
 
 
+def step_scalars(step: int, losses: list[float], validation: dict[int, float], lr: float, warmup: int) -> dict[str, float]:
+    """A tracker's scalars at ``step`` (finished steps): that step's loss and learning rate, the validation NLL if
+    measured there (as in ``train_curve.csv``)."""
+    values = {"train/loss": losses[step - 1], "train/lr": lr_at(step - 1, lr, warmup)} if step else {}
+    return values | ({"val/nll_bpt": validation[step]} if step in validation else {})
+
+
+def log_curve(tracking: Tracking, losses: list[float], validation: dict[int, float], lr: float, warmup: int) -> None:
+    """Send a curve computed earlier (a resumed run's first steps, or reused training) to the trackers."""
+    if tracking:
+        for step in sorted(set(range(1, len(losses) + 1)) | set(validation)):
+            tracking.log_scalars(step, step_scalars(step, losses, validation, lr, warmup))
+
+
+def read_curve(text: str) -> tuple[list[float], dict[int, float]]:
+    """(losses, validation NLL by step) of ``train_curve.csv`` text."""
+    losses, validation = [], {}
+    for line in text.splitlines()[1:]:
+        step, loss, nll = line.split(",")
+        if loss:
+            losses.append(float(loss))
+        if nll:
+            validation[int(step)] = float(nll)
+    return losses, validation
+
+
 def train_prior(
     prior: Prior,
     data: LatentDataset,
@@ -104,6 +131,7 @@ def train_prior(
     device: torch.device,
     autocast: Callable[[], Any],
     validation: LatentDataset | None = None,
+    tracking: Tracking = NO_TRACKING,
 ) -> dict[str, Any]:
     """Train for ``budget.steps`` (or until ``budget.max_minutes``); every step draws its batch and noise from a
     stream seeded by (seed, step), so an interrupted run resumes exactly.
@@ -112,7 +140,8 @@ def train_prior(
     rank 0 alone writes the checkpoint, which every rank resumes from, with any number of ranks.
 
     The loss of every step, and with ``budget.eval_every`` the NLL of ``budget.eval_grids`` ``validation`` grids every
-    that many steps (rank 0, priors with a likelihood), go to ``train_curve.csv`` next to the checkpoint."""
+    that many steps (rank 0, priors with a likelihood), go to ``train_curve.csv`` next to the checkpoint and to
+    ``tracking`` (with the learning rate; a resumed run first sends the steps it resumes from)."""
     world = distributed.world()
     if budget.batch_size % world.size:
         raise ConfigError("budget.batch_size", f"{budget.batch_size} cannot be split evenly over {world.size} ranks; use a multiple of {world.size}")
@@ -145,6 +174,7 @@ def train_prior(
         write_curve(checkpoint.parent / CURVE_FILE, losses, val)
 
     measure_validation(step)
+    log_curve(tracking, losses, val, lr, budget.warmup_steps)
 
     loop = StepLoop(budget.steps, budget.checkpoint_every, save, step, elapsed, budget.max_minutes, "train prior", agree=distributed.broadcast)
     labels_all = class_labels(data)
@@ -171,6 +201,8 @@ def train_prior(
         optimizer.step()
         losses.append(value)
         measure_validation(step + 1)
+        if tracking:
+            tracking.log_scalars(step + 1, step_scalars(step + 1, losses, val, lr, budget.warmup_steps))
         loop.show(loss=value, **({"val_nll": val[step + 1]} if step + 1 in val else {}))
     prior.eval()
     tail = losses[-max(1, len(losses) // 10) :]
