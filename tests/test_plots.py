@@ -99,9 +99,11 @@ def test_a_run_embeds_every_plot_and_report_regenerates_them(smoke_config, tmp_p
         curve = pd.read_csv(run / CURVE_FILE)
         assert len(curve) == 9 and curve["val_nll_bpt"].notna().sum() == 3
     report = (out / "report.md").read_text()
-    for name in ("training_curves.png", "quality_vs_steps.png", "speed_vs_quality.png"):
-        assert f"](plots/{name})" in report
-        assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    stems = ("training_curves", "quality_vs_steps", "speed_vs_quality", "samples_by_row")
+    for stem in stems:
+        assert f"](plots/{stem}.png)" in report and f"[PDF](plots/{stem}.pdf)" in report
+        assert (out / "plots" / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / "plots" / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
     shutil.rmtree(out / "plots")
     assert main(["report", str(out)]) == 0
-    assert sorted(p.name for p in (out / "plots").iterdir()) == ["quality_vs_steps.png", "speed_vs_quality.png", "training_curves.png"]
+    assert sorted(p.name for p in (out / "plots").iterdir()) == sorted(f"{stem}.{kind}" for stem in stems for kind in ("pdf", "png"))

@@ -19,7 +19,7 @@ from ..checkpoints import PRIOR_FILE_FORMAT
 from ..config import parse, to_dict
 from ..errors import DataError
 from ..flops import prior_flops
-from ..images import save_grid, save_inpainting_strip
+from ..images import grid, save_grid, save_inpainting_strip, tile_scale
 from ..interfaces import Prior
 from ..io import atomic_path, fingerprint, load_torch, read_json, save_torch, write_json, write_text
 from ..metrics.features import FeatureSet
@@ -28,12 +28,13 @@ from ..plugins import Registries
 from ..precision import compile_networks, inference_weights
 from ..provenance import code_digest, code_keyed, package_versions
 from ..report import flatten
+from ..tracking import NO_TRACKING, CellInfo, Tracking, finite_metrics, hparams, open_tracking
 from ..training import StepLoop
 from .data import DataBundle
 from .evaluate import EvalContext, evaluate, generate_samples, sampling_labels
 from .logfile import log_to
 from .schema import Benchmark, PriorSection, Variant
-from .train import CURVE_FILE, train_prior
+from .train import CURVE_FILE, log_curve, read_curve, train_prior
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +117,20 @@ def run_cell(
     if not world.main:
         return _run(cell, bench, regs, data, metrics, reference, folder, cache, device, autocast)
     folder.mkdir(parents=True, exist_ok=True)
-    with log_to(folder / "log.txt"):
-        result = _run(cell, bench, regs, data, metrics, reference, folder, cache, device, autocast)
-        write_json(folder / "metrics.json", result.pop("record") | {"protocol": protocol, "fingerprint": fingerprint(protocol)})
+    with log_to(folder / "log.txt"), open_tracking(bench.tracking, regs, tracked_cell(cell, bench, out)) as tracking:
+        result = _run(cell, bench, regs, data, metrics, reference, folder, cache, device, autocast, tracking)
+        record = result.pop("record")
+        write_json(folder / "metrics.json", record | {"protocol": protocol, "fingerprint": fingerprint(protocol)})
+        if tracking:
+            tracking.log_final(hparams(flatten(read_json(folder / "config.json"))), finite_metrics(record["values"]))
         return result
+
+
+def tracked_cell(cell: Cell, bench: Benchmark, out: Path) -> CellInfo:
+    """What the trackers are told of a cell when it starts."""
+    lr = cell.section.lr if cell.section.lr is not None else bench.budget.lr
+    settings = {"prior": cell.section.name, "label": cell.variant.label, "variant": cell.variant.name, "params": cell.variant.params, "lr": lr}
+    return CellInfo(bench.name, cell.id, cell.variant.row, cell.seed, out, settings | {"budget": asdict(bench.budget)})
 
 
 def _finished(cell: Cell, folder: Path, protocol: dict[str, Any], reuse_stale: bool = False) -> bool:
@@ -163,9 +174,11 @@ def training_key(prior: Prior, lr: float, bench: Benchmark, seed: int, data: Dat
 
 
 def train_or_reuse(
-    prior: Prior, cell: Cell, bench: Benchmark, data: DataBundle, lr: float, folder: Path, cache: Path, device, autocast
-) -> dict[str, Any]:
-    """Train (resumably) unless an identical training run is in the cache; store the result there for reuse."""
+    prior: Prior, cell: Cell, bench: Benchmark, data: DataBundle, lr: float, folder: Path, cache: Path, device, autocast,
+    tracking: Tracking = NO_TRACKING,
+) -> dict[str, Any]:  # fmt: skip
+    """Train (resumably) unless an identical training run is in the cache; store the result there for reuse (its
+    curve goes to ``tracking`` as if trained now)."""
     started = time.monotonic()
     if cell.section.checkpoint is not None:
         return load_trained(prior, cell, device)
@@ -186,9 +199,12 @@ def train_or_reuse(
             log.info("trained weights reused from %s (same prior, data, budget and seed)", shared)
             if main:
                 write_text(folder / CURVE_FILE, curve)
+                log_curve(tracking, *read_curve(curve), lr, bench.budget.warmup_steps)
             stale = {"stale_training": shared.name} if not shared.stem.endswith(code) else {}  # --reuse-stale took another code's
             return {**state["info"], "reused_training": shared.name, "training": shared.stem, **stale}
-    info = train_prior(prior, data.train, bench.budget, lr, cell.seed, folder / "train_state.pt", device, autocast, validation=data.test)
+    info = train_prior(
+        prior, data.train, bench.budget, lr, cell.seed, folder / "train_state.pt", device, autocast, validation=data.test, tracking=tracking
+    )
     if main:  # weights and curve in one file: an entry is whole or absent
         curve_text = (folder / CURVE_FILE).read_text() if (folder / CURVE_FILE).is_file() else ""
         save_torch(shared, {"state_dict": prior.state_dict(), "info": info, "curve": curve_text})
@@ -231,7 +247,7 @@ def _stored_curve(entry: Path, state: dict[str, Any] | None = None) -> str | Non
     return curve if isinstance(curve, str) else None
 
 
-def _run(cell, bench, regs, data, metrics, reference, folder, cache, device, autocast) -> dict[str, Any]:
+def _run(cell, bench, regs, data, metrics, reference, folder, cache, device, autocast, tracking: Tracking = NO_TRACKING) -> dict[str, Any]:
     torch.manual_seed(cell.seed)
     prior = build_prior(cell, regs, data, device)
     if bench.compile:
@@ -245,7 +261,7 @@ def _run(cell, bench, regs, data, metrics, reference, folder, cache, device, aut
     main = distributed.world().main
     if main:
         write_json(folder / "config.json", resolved)
-    info = train_or_reuse(prior, cell, bench, data, lr, folder, cache, device, autocast)
+    info = train_or_reuse(prior, cell, bench, data, lr, folder, cache, device, autocast, tracking)
     if main:  # loadable elsewhere as priors[].checkpoint (format vqbench)
         save_torch(
             folder / "prior.pt",
@@ -254,7 +270,7 @@ def _run(cell, bench, regs, data, metrics, reference, folder, cache, device, aut
         )  # fmt: skip
     prior.eval()
     with inference_weights(prior, bench.precision):  # sampling and every metric run at the benchmark's precision
-        evaluated = _sample_and_evaluate(prior, cell, bench, data, metrics, reference, folder, device, autocast)
+        evaluated = _sample_and_evaluate(prior, cell, bench, data, metrics, reference, folder, device, autocast, tracking, int(info["steps"]))
     if evaluated is None:  # a rank other than 0: its share of the sampling is done, rank 0 evaluates
         return {"status": "done", "values": {}, "failed_metrics": []}
     values, columns, ctx = evaluated
@@ -293,8 +309,9 @@ def count_flops(prior: Prior, cell: Cell, bench: Benchmark, data: DataBundle, de
         return {}
 
 
-def _sample_and_evaluate(prior, cell, bench, data, metrics, reference, folder, device, autocast):
-    """Sampling, samples.npy and samples.png, then every metric (sample time is measured by its metric)."""
+def _sample_and_evaluate(prior, cell, bench, data, metrics, reference, folder, device, autocast, tracking=NO_TRACKING, step=0):
+    """Sampling, samples.npy and samples.png (and the trackers' samples image at ``step``), then every metric (sample
+    time is measured by its metric)."""
     labels = sampling_labels(bench.sampling, data, bench.sampling.num_samples)
     extract = None
     if reference is not None and data.tokenizer is not None:
@@ -319,7 +336,13 @@ def _sample_and_evaluate(prior, cell, bench, data, metrics, reference, folder, d
             device, len(samples), drawn.features, stats=reference.stats,
         )  # fmt: skip
         shown = images if images is not None else ctx.decode(samples[: bench.sampling.grid_size**2])
-        save_grid(folder / "samples.png", shown, bench.sampling.grid_size)
+        save_grid(folder / "samples.png", shown, bench.sampling.grid_size, title=f"{cell.variant.row}, seed {cell.seed}")
+    if tracking and data.tokenizer is not None:  # the samples grid as in samples.png (decoded here when that was not made)
+        side = bench.sampling.grid_size
+        if reference is None:
+            shown = images if images is not None else ctx.decode(samples[: side**2])
+        scale = tile_scale(shown)
+        tracking.log_image(step, "samples", grid(shown[: side**2], side).repeat(scale, 0).repeat(scale, 1))
     values, columns = evaluate(ctx, metrics)
     return values, columns, ctx
 

@@ -211,7 +211,7 @@ def _write_row(job: Job, images: torch.Tensor, record: dict[str, Any]) -> Outsid
         tmp.mkdir()
         write_json(tmp / PROVENANCE_FILE, record["info"]["outside"])
         write_json(tmp / RECORD_FILE, record)
-        save_grid(tmp / "samples.png", images[: grid**2], grid)
+        save_grid(tmp / "samples.png", images[: grid**2], grid, title=job.label)
     log.info("outside row %r stored in %s", job.label, target)
     return OutsideRow(target, record["values"], record["info"]["failed_metrics"])
 
