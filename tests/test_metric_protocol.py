@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,10 +16,11 @@ from torch import nn
 import vqbench
 from vqbench import latents
 from vqbench.errors import ConfigError
+from vqbench.metrics import timing
 from vqbench.metrics.fid import KIDMetric, kid_all_pairs, kid_from_features
 from vqbench.metrics.inpainting import InpaintingConfig, InpaintingMetric, kept_token_pixels, psnr_in_region
 from vqbench.metrics.masks import latent_regenerate_mask, pixel_masks
-from vqbench.metrics.timing import time_sampling
+from vqbench.metrics.timing import PeakMemory, _rss_bytes, time_sampling
 from vqbench.runner.data import DataBundle
 from vqbench.runner.evaluate import EvalContext, metric_configs, reference_split
 from vqbench.runner.schema import MetricsSection, SamplingSection
@@ -213,9 +215,31 @@ def test_sample_time_is_the_median_of_repeats_after_a_warm_up_at_the_run_precisi
     assert prior.weight.dtype == tokenizer.weight.dtype == torch.float32  # restored afterwards
 
 
-def test_sample_time_peak_memory_is_the_work_alone():
+def test_sample_time_peak_memory_keeps_nothing_between_batches():
     clock = FakeClock()
     prior, tokenizer = RecordingPrior(clock, [0.0] * 17), RecordingTokenizer(clock, mib=8)
     cpu = torch.device("cpu")
+    before = _rss_bytes() / 2**20
     out = time_sampling(prior, tokenizer, 2, 8, 2, 0, cpu, contextlib.nullcontext, "fp32", {}, clock=clock)
-    assert out["peak_mem_mb"] < 40  # one batch's 8 MiB (+ allocator slack), not 16 batches' 128 MiB
+    assert 0.95 * before <= out["peak_mem_mb"] < before + 40  # the process's peak RSS: one batch's 8 MiB more, not 16 batches' 128
+
+
+def test_peak_memory_on_cpu_is_the_process_peak_rss_during_the_block():
+    block = 200 * 2**20
+    before = _rss_bytes() / 2**20
+    with PeakMemory(torch.device("cpu")) as memory:
+        held = torch.ones(block // 4)  # touched: resident
+        time.sleep(0.05)  # several polls see it
+        del held  # freed before the block ends: only the poll saw the peak
+        time.sleep(0.02)
+    assert memory.peak_mb > 0 and memory.meaning == "process peak RSS"
+    assert memory.peak_mb >= before + 0.95 * block / 2**20  # absolute: what the process held before, plus the block
+    assert _rss_bytes() / 2**20 < before + 100  # (the block's memory went back to the system, so the poll mattered)
+
+
+def test_peak_memory_without_proc_is_the_process_lifetime_peak(monkeypatch):
+    now = _rss_bytes() / 2**20
+    monkeypatch.setattr(timing.os.path, "exists", lambda path: False)
+    with PeakMemory(torch.device("cpu")) as memory:
+        pass
+    assert memory.peak_mb >= now * 0.99 and memory.meaning == "process lifetime peak RSS (getrusage)"

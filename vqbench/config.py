@@ -136,9 +136,14 @@ def parse(cls: type[T], data: Any, key: str = "") -> T:
 
 
 def to_dict(obj: Any) -> Any:
-    """Dataclass (nested) → plain dict/list values suitable for JSON/YAML."""
+    """Dataclass (nested) → plain dict/list values suitable for JSON/YAML. A field with ``metadata={"omit_default":
+    True}`` is left out while it holds its default (an option added later keeps older fingerprints valid)."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {
+            f.name: to_dict(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not (f.metadata.get("omit_default") and getattr(obj, f.name) == f.default)
+        }
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):

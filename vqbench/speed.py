@@ -80,9 +80,9 @@ def _decode_rate(
     return {"decode_s_per_img": seconds / batch}
 
 
-def _sample_rate(prior, shape, batch, samples, options, autocast, generator, device, seed) -> dict[str, float]:
+def _sample_rate(prior, shape, batch, samples, options, autocast, generator, device, seed) -> dict[str, Any]:
     watch, done, nfe = Stopwatch(device), 0, 0.0
-    with PeakMemory(device) as memory:  # from before the warm-up, which leaves its working set resident on CPU
+    with PeakMemory(device) as memory:  # CUDA: allocator peak of the work; CPU: the process's peak RSS during it
         for size in {batch, samples % batch or batch}:  # warm-up of every timed batch shape (compiled code included)
             with autocast():
                 prior.sample(size, shape, torch.Generator(device=device).manual_seed(seed + 1), **options)
@@ -92,7 +92,7 @@ def _sample_rate(prior, shape, batch, samples, options, autocast, generator, dev
                 prior.sample(b, shape, generator, **options)
             nfe += prior.last_nfe * b
             done += b
-    return {"sample_s_per_img": watch.seconds / samples, "nfe": nfe / samples, "peak_mem_mb": memory.peak_mb}
+    return {"sample_s_per_img": watch.seconds / samples, "nfe": nfe / samples, "peak_mem_mb": memory.peak_mb, "peak_mem": memory.meaning}
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:

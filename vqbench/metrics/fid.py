@@ -62,13 +62,19 @@ class FIDMetric(Metric):
     ``metrics.reference_stats``, the statistics in that file)."""
 
     needs_images = True
+    bootstrap: int = 0  # resamples for fid_ci_low/high (metrics.bootstrap, set by the runner; vqbench.metrics.bootstrap)
 
     def columns(self, config) -> dict[str, Column]:
         return {"fid": Column("lower", "FID", 2)}
 
     def compute(self, ctx, config) -> dict[str, float]:
-        (mu_real, sigma_real), (mu_fake, sigma_fake) = ctx.features.real_statistics(), feature_statistics(ctx.features.fake())
-        return {"fid": frechet_distance(mu_real, sigma_real, mu_fake, sigma_fake)}
+        (mu_real, sigma_real), fake = ctx.features.real_statistics(), ctx.features.fake()
+        values = {"fid": frechet_distance(mu_real, sigma_real, *feature_statistics(fake))}
+        if self.bootstrap:
+            from .bootstrap import fid_bootstrap
+
+            values |= fid_bootstrap(mu_real, sigma_real, fake, values["fid"], self.bootstrap, ctx.seed)
+        return values
 
     def check_counts(self, config, key: str, samples: int, references: int) -> None:
         if min(samples, references) < 2:
@@ -79,6 +85,7 @@ class KIDMetric(Metric):
     """Kernel distance (unbiased polynomial MMD² over random subsets), torch-fidelity's estimator."""
 
     needs_images = True
+    bootstrap: int = 0  # resamples for kid_ci_low/high (metrics.bootstrap, set by the runner)
 
     @dataclass
     class Config:
@@ -92,11 +99,17 @@ class KIDMetric(Metric):
                 raise ConfigError(f"{key}.subset_size", f"must be at least 2, got {self.subset_size}")
 
     def columns(self, config) -> dict[str, Column]:
-        return {"kid": Column("lower", "KID", 4), "kid_subset_std": Column("none", "KID subset std", 4)}
+        return {"kid": Column("lower", "KID (raw)", 4), "kid_subset_std": Column("none", "KID subset std (raw)", 4)}
 
     def compute(self, ctx, config) -> dict[str, float]:
-        mean, std = kid_from_features(ctx.features.real, ctx.features.fake(), config.subsets, config.subset_size, config.seed)
-        return {"kid": mean, "kid_subset_std": std}
+        real, fake = ctx.features.real, ctx.features.fake()
+        mean, std = kid_from_features(real, fake, config.subsets, config.subset_size, config.seed)
+        values = {"kid": mean, "kid_subset_std": std}
+        if self.bootstrap:
+            from .bootstrap import kid_bootstrap
+
+            values |= kid_bootstrap(real, fake, mean, config.subsets, config.subset_size, config.seed, self.bootstrap, ctx.seed, ctx.device)
+        return values
 
     def check_counts(self, config, key: str, samples: int, references: int) -> None:
         for name, count in {"metrics.num_real": references, "sampling.num_samples": samples}.items():

@@ -79,12 +79,19 @@ class PRDCMetric(Metric):
             positive(key, "nearest_k", self.nearest_k)
 
     needs_images = True
+    bootstrap: int = 0  # resamples for <name>_ci_low/high (metrics.bootstrap, set by the runner)
 
     def columns(self, config) -> dict[str, Column]:
         return {name: Column("higher", name) for name in ("precision", "recall", "density", "coverage")}
 
     def compute(self, ctx, config) -> dict[str, float]:
-        return prdc(ctx.features.real, ctx.features.fake(), nearest_k=config.nearest_k, device=ctx.device)
+        real, fake = ctx.features.real, ctx.features.fake()
+        values = prdc(real, fake, nearest_k=config.nearest_k, device=ctx.device)
+        if self.bootstrap:
+            from .bootstrap import prdc_bootstrap
+
+            values |= prdc_bootstrap(real, fake, values, config.nearest_k, self.bootstrap, ctx.seed, ctx.device)
+        return values
 
     def check_counts(self, config, key: str, samples: int, references: int) -> None:
         for name, count in {"metrics.num_real": references, "sampling.num_samples": samples}.items():

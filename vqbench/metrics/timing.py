@@ -6,6 +6,7 @@ import contextlib
 import math
 import os
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,20 +29,40 @@ def _rss_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _max_rss_bytes() -> float:
+    """The process's lifetime peak resident set (getrusage), where /proc is not there; NaN without ``resource``."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return math.nan
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return float(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux and the BSDs
+
+
 class PeakMemory:
-    """Peak extra memory (MiB) of a block: CUDA allocator peak on GPU, resident-set growth on CPU (Linux, polled)."""
+    """Peak memory (MiB) during a block. CUDA: the allocator's peak above what was allocated at entry (the block's
+    own tensors). Elsewhere: the process's peak resident set size (RSS, absolute: everything the process holds),
+    polled from /proc/self/statm, or where that is missing the process's lifetime peak from getrusage (an upper
+    bound). ``meaning`` says which, for the reader of the number."""
 
     def __init__(self, device: torch.device, interval: float = 0.005):
         self.device, self.interval = device, interval
         self.peak_mb = float("nan")
         self._stop = threading.Event()
+        self._polled = device.type != "cuda" and os.path.exists("/proc/self/statm")
+
+    @property
+    def meaning(self) -> str:
+        if self.device.type == "cuda":
+            return "CUDA allocator peak above the block's start"
+        return "process peak RSS" if self._polled else "process lifetime peak RSS (getrusage)"
 
     def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
-        elif os.path.exists("/proc/self/statm"):
-            self._base = self._peak = _rss_bytes()
+        elif self._polled:
+            self._peak = _rss_bytes()
             self._thread = threading.Thread(target=self._poll, daemon=True)
             self._thread.start()
         return self
@@ -53,11 +74,12 @@ class PeakMemory:
     def __exit__(self, *exc: Any) -> None:
         if self.device.type == "cuda":
             self.peak_mb = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
-        elif hasattr(self, "_thread"):
+        elif self._polled:
             self._stop.set()
             self._thread.join()
-            self._peak = max(self._peak, _rss_bytes())
-            self.peak_mb = (self._peak - self._base) / 2**20
+            self.peak_mb = max(self._peak, _rss_bytes()) / 2**20
+        else:
+            self.peak_mb = _max_rss_bytes() / 2**20
 
 
 class Stopwatch:
@@ -126,8 +148,8 @@ def time_sampling(
 
     Both stages run as the benchmark runs them: under ``autocast`` with the weights held at ``precision``
     (``inference_weights``). One untimed warm-up batch of the timed shape precedes the passes. Nothing is kept
-    between batches, so the memory figure is the work's own (CUDA allocator peak; on CPU the resident-set growth
-    from before the warm-up)."""
+    between batches. The memory figure (``PeakMemory``, from before the warm-up): on CUDA the allocator peak of the
+    work; on CPU the process's peak resident set during it (absolute, so it includes what the process held before)."""
     from ..precision import inference_weights
 
     shape = prior.latent_shape
@@ -182,7 +204,8 @@ class SampleTimeConfig:
 
 class SampleTimeMetric(Metric):
     """Latent sampling and decoding time per image at the run's precision (median of ``repeats`` synchronised
-    passes after a warm-up), NFE of the evaluation samples and peak memory of the timed work."""
+    passes after a warm-up), NFE of the evaluation samples and peak memory during the timed work (CUDA allocator
+    peak on GPU, the process's peak RSS on CPU: see ``PeakMemory``)."""
 
     Config = SampleTimeConfig
     group = "speed"

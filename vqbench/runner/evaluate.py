@@ -15,6 +15,7 @@ from .. import distributed
 from ..config import parse, required
 from ..errors import ConfigError, DiskFull
 from ..interfaces import Prior, Tokenizer, float_to_uint8
+from ..metrics.bootstrap import apply_bootstrap
 from ..metrics.features import FeatureSet
 from ..plugins import Registries
 from .data import DataBundle, decode_to_uint8
@@ -201,6 +202,7 @@ def metric_configs(metrics: MetricsSection, regs: Registries, sampling: Sampling
                 "metrics.inpainting.fid",
                 f"FID of {images} images with {dims}-d features is mostly estimator bias; set num_images ≥ {dims} or fid: false (KID is always reported)",
             )
+    apply_bootstrap(out, metrics.bootstrap)  # FID/KID/PRDC percentile CIs over each cell's (or outside row's) samples
     return out
 
 
