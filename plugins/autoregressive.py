@@ -19,7 +19,7 @@ from vqbench.backbones import build_backbone, parse_backbone
 from vqbench.config import positive
 from vqbench.errors import ConfigError
 from vqbench.interfaces import Prior
-from vqbench.nn import KVCache
+from vqbench.nn import StaticKVCache
 from vqbench.sampling import raster_decode
 
 DEFAULT_BACKBONE = {"name": "transformer", "dim": 256, "depth": 8, "heads": 8, "dim_head": 32}
@@ -108,11 +108,12 @@ class AutoregressivePrior(Prior):
         cfg = self.sampler(**opts)
         device = self.net.to_logits.weight.device
         length = self.latent_shape[0] * self.latent_shape[1]
-        cache = KVCache() if cfg.kv_cache else None
+        cache = StaticKVCache(length) if cfg.kv_cache else None
+        labels = labels.to(device) if labels is not None else None
 
         def next_logits(tokens: torch.Tensor, i: int) -> torch.Tensor:
             if cache is not None:
-                return self.net(tokens[:, i : i + 1], labels, cache=cache, offset=i)[:, -1]
+                return self.net.decode_step(tokens[:, i : i + 1], i, cache, labels)
             return self.net(tokens[:, : i + 1], labels)[:, -1]
 
         start = self._start(n, labels, device)

@@ -347,6 +347,22 @@ class BackboneContract:
         stepped = torch.cat([net(codes[:, i : i + 1], cache=cache, offset=i) for i in range(n)], dim=1)
         torch.testing.assert_close(stepped, net(codes), rtol=1e-4, atol=1e-5)
 
+    def test_lean_decode_steps_equal_the_full_forward(self, case):
+        """``decode_step`` (the sampler's cached path without module calls), where a causal backbone offers it."""
+        if not case.causal:
+            pytest.skip("bidirectional")
+        from vqbench.nn import StaticKVCache
+
+        net, n = build_backbone(case), SHAPE[0] * SHAPE[1]
+        if not hasattr(net, "decode_step"):
+            pytest.skip("no decode_step")
+        codes = torch.randint(V, (2, n), generator=gen(0))
+        labels = torch.tensor([0, 1]) if getattr(net, "class_embed", None) is not None else None
+        cache = StaticKVCache(n)
+        with torch.inference_mode():
+            stepped = torch.stack([net.decode_step(codes[:, i : i + 1], i, cache, labels) for i in range(n)], dim=1)
+            torch.testing.assert_close(stepped, net(codes, labels), rtol=1e-4, atol=1e-5)
+
 
 def exact_independent_nll(train: torch.Tensor, codes: torch.Tensor, smoothing: float) -> torch.Tensor:
     """Bits per token of ``codes`` under per-position smoothed frequencies of ``train``, by plain counting."""
