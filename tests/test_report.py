@@ -50,7 +50,8 @@ def test_markdown_headers_carry_direction_arrows():
 def test_latex_escapes_every_special_character_and_right_aligns_numbers():
     tex = to_latex(table(), "protocol: N = 24 & 50% _x_ ^ ~ # $ { } \\", "tab:t")
     assert r"\begin{tabular}{lrrrr}" in tex and r"\toprule" in tex and r"\bottomrule" in tex
-    assert r"a\_b \& c" in tex and r"x\textasciicircum 2 \{y\}" in tex and r"\$z\% \#\textasciitilde \textbackslash" in tex
+    assert r"a\_b \& c" in tex and r"x\textasciicircum{}2 \{y\}" in tex and r"\$z\% \#\textasciitilde{}\textbackslash{}" in tex
+    assert r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%" + "\n" + r"\begin{tabular}{lrrrr}" in tex  # never wider than the text
     assert r"FID\_k $\downarrow$" in tex and r"recall $\uparrow$" in tex
     assert r"\textbf{10.00 $\pm$ 0.50}" in tex and r"\textbf{10.00 $\pm$ 0.10}" in tex and r"12.00 $\pm$ 3.00" in tex
     caption = tex.split(r"\caption{")[1].split("}\n")[0]

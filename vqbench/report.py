@@ -12,9 +12,12 @@ import pandas as pd
 
 from .errors import DataError
 from .io import read_json, write_text
+from .metrics.bootstrap import interval_key
 from .plots import plot_section
+from .report_latex import STANDALONE, claims_latex, header_comment, text_table
 from .report_outside import outside_links, outside_records, outside_rows, outside_settings, reference_stats_lines
-from .report_tables import LATEX_PREAMBLE, build_table, to_latex, to_markdown
+from .report_tables import build_table, to_latex, to_markdown
+from .results_file import update_results
 from .runner.claims import CLAIM_FILE
 from .verdicts import claims_markdown, claims_table
 
@@ -107,7 +110,35 @@ def header_lines(protocol: dict[str, Any], nearest_k: int | None, stale: list[st
     lines.append(
         "- Values are mean ± std over seeds; ↑/↓: higher/lower is better; **bold**: the best value per column as displayed (ties all bold); n/a: the prior cannot compute it."
     )
+    lines.append(interval_line(protocol))
+    enabled = protocol["metrics"].get("enabled") or []
+    if "kid" in enabled or "inpainting" in enabled:
+        lines.append("- **KID** columns are raw (unscaled) MMD² values, not ×10³.")
+    if "sample_time" in enabled:
+        lines.append(f"- **peak MiB** (speed table): {peak_memory_meaning(protocol['device'])}.")
     return lines
+
+
+def bootstrap_count(protocol: dict[str, Any]) -> int:
+    """``metrics.bootstrap`` of the run (0: off, or a run from before the option)."""
+    return int(protocol["metrics"].get("bootstrap") or 0)
+
+
+def interval_line(protocol: dict[str, Any]) -> str:
+    """Where the confidence intervals are: results.json, over seeds and (``metrics.bootstrap``) over samples."""
+    line = "- **Intervals**: `results.json` (`metrics`) holds each row's per-seed values and a 95 % t-interval over seeds"
+    n = bootstrap_count(protocol)
+    if n:
+        line += (f", and per seed a 95 % bootstrap interval of FID, KID and PRDC over {n} resamples of the cell's generated "
+                 "samples (reference fixed; percentiles centred on the point value)")  # fmt: skip
+    return line + "; the tables' ± is the std over seeds, not an interval."
+
+
+def peak_memory_meaning(device: str) -> str:
+    """What the sample-time metric's peak memory measures on ``device`` (protocol["device"])."""
+    if device.startswith("cuda"):
+        return "the CUDA allocator's peak during the timed sampling and decoding, above what was allocated before them"
+    return "the whole process's peak resident set (RSS) during the timed sampling and decoding, not the work's own growth"
 
 
 def write_report(out: str | Path, mark_near: bool = False) -> dict[str, Path]:
@@ -118,6 +149,8 @@ def write_report(out: str | Path, mark_near: bool = False) -> dict[str, Path]:
         raise DataError(f"{out}: no protocol.json here; is this a vqbench results folder (results/<benchmark>)?")
     protocol = read_json(out / "protocol.json")
     long, columns, failed = load_long(out)
+    update_results(out, long, columns, bootstrap_count(protocol))  # every row's numbers for scripts (results.json: metrics)
+    long = long[~long["metric"].map(interval_key)]  # bootstrap bounds live in results.json, not in tables, claims or plots
     nearest_k = (protocol["metrics"].get("settings", {}).get("prdc") or {}).get("nearest_k", 5) if "prdc" in protocol["metrics"]["enabled"] else None
     paths = {kind: out / f"report.{kind}" for kind in ("csv", "md", "tex")}
     if long.empty:
@@ -131,7 +164,7 @@ def write_report(out: str | Path, mark_near: bool = False) -> dict[str, Path]:
     md = header_lines(protocol, nearest_k, stale) + loaded_rows(out) + outside_rows(out, protocol) + claimed_elsewhere(out)
     if mark_near:
         md.append("- † marks a value within one std (over seeds) of the best.")
-    tex = [f"% vqbench report: {protocol['benchmark']}. Needs {LATEX_PREAMBLE}", ""]
+    tex = header_comment(protocol["benchmark"])
     for i, (group, names) in enumerate(groups(means, columns).items()):
         cols = {k: columns[k] for k in names}
         title = GROUP_TITLES.get(group, group.capitalize())
@@ -143,15 +176,29 @@ def write_report(out: str | Path, mark_near: bool = False) -> dict[str, Path]:
     if protocol.get("claims"):
         claims = claims_table(protocol["claims"], long, columns, out)
         write_text(out / "claims.csv", claims.to_csv(index=False))
-        md += ["", "## Claims", "", f"Image-quality metrics on {feature_note(protocol)}.", "", claims_markdown(claims).to_markdown(index=False)]
+        shown = claims_markdown(claims)
+        md += ["", "## Claims", "", claims_intro(protocol, claims), "", shown.to_markdown(index=False)]
+        tex.append(claims_latex(shown, protocol["benchmark"], claims_intro(protocol, claims), f"tab:{protocol['benchmark']}"))
     md += plot_section(out, long, feature_note(protocol))
     md += ["", "## Samples", "", sample_links(out).to_markdown(index=False)]
-    md += ["", "## Settings", "", settings_table(out).to_markdown(index=False)]
+    settings = settings_table(out)
+    md += ["", "## Settings", "", settings.to_markdown(index=False)]
+    caption = f"{protocol['benchmark']}: settings of every row (resolved parameters, notes its metrics recorded)."
+    tex.append(text_table(settings, caption, f"tab:{protocol['benchmark']}-settings"))
     md += [""] + [f"- failed: `{f['cell']}`: {f['error']}" for f in failed]
     md += [f"- metric `{name}` failed in `{cell}` (its columns show n/a): {error}" for cell, name, error in failed_metrics(out)]
     write_text(paths["md"], "\n".join(md) + "\n")
     write_text(paths["tex"], "\n".join(tex))
+    write_text(out / "report_standalone.tex", STANDALONE)  # compiles report.tex alone, for a look or a check
     return paths
+
+
+def claims_intro(protocol: dict[str, Any], claims: pd.DataFrame) -> str:
+    """What the claims table rests on (the report's text above it, the .tex tables' caption)."""
+    quoted = int((claims["quote"] != "").sum())
+    return (f"Image-quality metrics on {feature_note(protocol)}. Holm adjustment over the {len(claims)} claims of this benchmark; "
+            f"verdicts rest on the adjusted p. “Quoted” text is the paper's own sentence ({quoted} of {len(claims)} claims); "
+            "the others cite the paper's table or section in the claim.")  # fmt: skip
 
 
 def loaded_note(loaded: dict[str, str]) -> str:

@@ -1,5 +1,6 @@
 """Table formatting for reports: mean ± std cells at each metric's display precision, best values (ties all bold),
-optional marks for values within one std of the best, ↑/↓ headers, Markdown and LaTeX (pandas Styler) renderings."""
+optional marks for values within one std of the best, ↑/↓ headers, Markdown and LaTeX renderings (the LaTeX split
+into tables that fit the text width; escaping and layout helpers in report_latex)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,13 @@ from typing import Any
 
 import pandas as pd
 
+from .report_latex import LINE_EM, MAX_DATA_COLUMNS, MIN_SCALE, float_table, latex_escape, part_of, resized_tabular, row_chunks, stack, text_em, wrap
+
 ARROWS = {"higher": "↑", "lower": "↓"}
 LATEX_ARROWS = {"higher": r"$\uparrow$", "lower": r"$\downarrow$"}
-LATEX_SPECIALS = {
-    "\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#", "%": r"\%", "_": r"\_",
-    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-}  # fmt: skip
-LATEX_PREAMBLE = "\\usepackage{booktabs}  % \\toprule, \\midrule, \\bottomrule"
-
-
-def latex_escape(text: str) -> str:
-    """Escape every LaTeX special character (for captions; table cells use the Styler's own escaping)."""
-    return "".join(LATEX_SPECIALS.get(ch, ch) for ch in str(text))
+HEADER_CHARS = 12  # metric headers wrap to lines of at most this many characters (or the column's widest value)
+ROW_NAME_CHARS = 28  # row names wrap to lines of at most this many characters
+SPANNED_FAMILY = 3  # this many consecutive columns of one family ("center ...") share a spanning header
 
 
 @dataclass
@@ -89,26 +85,100 @@ def to_markdown(table: Table, mark_near: bool = False) -> str:
 
 
 def to_latex(table: Table, caption: str, label: str, mark_near: bool = False) -> str:
-    """A booktabs tabular through pandas' Styler: its LaTeX escaping for every cell and header, numeric columns
-    right-aligned, best values \\textbf, near-best values marked with a dagger, the protocol in the caption."""
-    styles = table.best.map(lambda b: "textbf:--rwrap;" if b else "")
-    text = table.text.copy()
-    for col in text.columns:  # ±, arrows and the dagger go in after escaping (formatters run after it)
-        text[col] = [f"{v}\x00" if mark_near and table.near.at[row, col] else v for row, v in text[col].items()]
-    styles.columns = text.columns = [f"{c}\x01{table.directions[c]}" for c in text.columns]
-    arrows = {f"\x01{d}": f" {a}" for d, a in LATEX_ARROWS.items()} | {"\x01none": ""}
+    """Booktabs tabulars, each inside ``\\resizebox`` (scaled down to \\linewidth, never up): every cell and header
+    escaped, long headers and row names wrapped into short lines, numeric columns right-aligned, best values
+    \\textbf, near-best values marked with a dagger, the protocol in the caption. A group wider than ``MAX_DATA_COLUMNS``
+    columns, or too wide to stay readable at ``MIN_SCALE``, is split into tables of column chunks, keeping metric
+    families (columns whose labels share a prefix) together; a long one into tables of rows."""
+    width = {c: max((len(v) for v in table.text[c]), default=HEADER_CHARS) for c in table.text.columns}
+    width = {c: max(w, HEADER_CHARS) for c, w in width.items()}
+    names = {row: wrap(str(row), ROW_NAME_CHARS) for row in table.text.index}
+    name_em = max((text_em(line) for lines in names.values() for line in lines), default=0.0) + 1.2
+    column_em = {
+        c: max(1.1 * max((text_em(v) for v in table.text[c]), default=0.0), max(text_em(line) for line in wrap(c, width[c])) + 1.0) + 1.2
+        for c in width
+    }
+    chunks = column_chunks(list(table.text.columns), column_em, name_em)
+    row_parts = row_chunks([len(lines) for lines in names.values()])
+    parts, n = [], len(chunks) * len(row_parts)
+    for k, (cols, rows) in enumerate(((c, r) for c in chunks for r in row_parts), 1):
+        header = header_rows(table, cols, width)
+        body = []
+        for i in rows:
+            row = table.text.index[i]
+            cells = [stack([latex_escape(line) for line in names[row]], "l", "t")]
+            for c in cols:
+                cell = latex_escape(table.text.at[row, c])
+                cell = rf"\textbf{{{cell}}}" if table.best.at[row, c] else cell
+                cells.append(cell + (r"$^\dagger$" if mark_near and table.near.at[row, c] else ""))
+            body.append(" & ".join(cells) + r" \\")
+        part_caption, part_label = part_of(caption, label, k, n)
+        parts.append(float_table(resized_tabular("l" + "r" * len(cols), header, body), part_caption, part_label))
+    return "\n".join(parts)
 
-    def header(h: str) -> str:
-        name, _, direction = h.partition("\x01")
-        return name + arrows["\x01" + direction]
 
-    styler = (
-        text.style.format(lambda v: v.replace("±", r"$\pm$").replace("\x00", r"$^\dagger$"), escape="latex")
-        .format_index(escape="latex", axis=0)
-        .format_index(header, escape="latex", axis=1)
-        .apply(lambda _: styles, axis=None)
-    )
-    styler.index.name = None
-    return styler.to_latex(
-        hrules=True, column_format="l" + "r" * len(text.columns), caption=latex_escape(caption), label=label, position="t",
-    )  # fmt: skip
+def header_rows(table: Table, cols: list[str], width: dict[str, int]) -> str:
+    """The header of a chunk: each label wrapped to its column's width with its arrow; a run of at least
+    ``SPANNED_FAMILY`` columns of one family (or of "family: ..." labels) gets the family once, spanning them."""
+    top, rules, labels = [""], [], {c: c for c in cols}
+    start = 2
+    for members in runs(cols):
+        name = family(members[0])
+        if (len(members) >= SPANNED_FAMILY or ":" in members[0]) and all(len(c) > len(name) for c in members) and len(members) > 1:
+            top.append(rf"\multicolumn{{{len(members)}}}{{c}}{{{latex_escape(name)}}}")
+            rules.append(rf"\cmidrule(lr){{{start}-{start + len(members) - 1}}}")
+            labels |= {c: c[len(name) :].lstrip(" :") for c in members}
+        else:
+            top += [""] * len(members)
+        start += len(members)
+    cells = [""]
+    for c in cols:
+        lines = [latex_escape(line) for line in wrap(labels[c], width[c])]
+        lines[-1] += " " + LATEX_ARROWS[table.directions[c]] if table.directions[c] in LATEX_ARROWS else ""
+        cells.append(stack(lines))
+    spanners = [" & ".join(top) + r" \\", " ".join(rules)] if rules else []
+    return "\n".join([*spanners, " & ".join(cells) + r" \\"])
+
+
+def runs(columns: list[str]) -> list[list[str]]:
+    """Consecutive columns of one family."""
+    out: list[list[str]] = []
+    for c in columns:
+        if out and family(c) == family(out[-1][-1]):
+            out[-1].append(c)
+        else:
+            out.append([c])
+    return out
+
+
+def family(label: str) -> str:
+    """The metric family of a column label: the text before a colon ("rejection p ≥ 0.5: FID of kept"), else the
+    first word ("center LPIPS ...", "KID subset std")."""
+    return label.split(":")[0] if ":" in label else (label.split() or [""])[0]
+
+
+def column_chunks(columns: list[str], column_em: dict[str, float], name_em: float) -> list[list[str]]:
+    """Consecutive columns in as few chunks as fit ``MAX_DATA_COLUMNS`` columns and an estimated width (with the row
+    names) within ``LINE_EM / MIN_SCALE``, their widths as even as that many allows; a family is split only when it
+    alone exceeds the limits."""
+
+    def greedy(budget: float) -> list[list[str]]:
+        def fits(cols: list[str]) -> bool:
+            return len(cols) <= MAX_DATA_COLUMNS and name_em + sum(column_em[c] for c in cols) <= budget
+
+        chunks: list[list[str]] = [[]]
+        for members in runs(columns):
+            if chunks[-1] and not fits(chunks[-1] + members):
+                chunks.append([])
+            for c in members:
+                if chunks[-1] and not fits(chunks[-1] + [c]):
+                    chunks.append([])
+                chunks[-1].append(c)
+        return chunks
+
+    fewest = greedy(LINE_EM / MIN_SCALE)
+    low, high = 0.0, LINE_EM / MIN_SCALE  # the narrowest budget that still needs no more chunks: even widths
+    for _ in range(30):
+        middle = (low + high) / 2
+        low, high = (low, middle) if len(greedy(middle)) <= len(fewest) else (middle, high)
+    return greedy(high)

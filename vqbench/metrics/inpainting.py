@@ -87,7 +87,7 @@ class InpaintingMetric(Metric):
         cols = {}
         for kind in config.masks:
             cols[f"inpaint_{kind}_lpips"] = Column("lower", f"{kind} {lpips} (composite, N={n})", 4)
-            cols[f"inpaint_{kind}_kid"] = Column("lower", f"{kind} KID (composite, N={n})", 4)
+            cols[f"inpaint_{kind}_kid"] = Column("lower", f"{kind} KID (raw; composite, N={n})", 4)
             if config.fid:
                 cols[f"inpaint_{kind}_fid"] = Column("lower", f"{kind} FID (composite, N={n})", 2)
             cols[f"inpaint_{kind}_psnr"] = Column("higher", f"{kind} kept-token PSNR vs reconstruction", 2)

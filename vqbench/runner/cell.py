@@ -275,7 +275,7 @@ def _run(cell, bench, regs, data, metrics, reference, folder, cache, device, aut
         return {"status": "done", "values": {}, "failed_metrics": []}
     values, columns, ctx = evaluated
     if ctx.artifacts:
-        save_inpainting_strip(folder / "inpainting.png", ctx.artifacts)
+        save_inpainting_strip(folder / "inpainting.png", ctx.artifacts, title=f"{cell.variant.row}, seed {cell.seed}: inpainting")
     info |= {
         "parameters": count_parameters(prior),
         "flops": count_flops(prior, cell, bench, data, device),
