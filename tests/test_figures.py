@@ -240,3 +240,13 @@ def test_fixed_ticks_drop_labels_that_would_overlap_and_keep_the_largest():
     labels = tick_labels(fig, ax.xaxis)
     assert_apart(labels)
     assert labels[0][0] == "10" and labels[-1][0] == "1000" and len(labels) < len(values)
+
+
+def test_a_line_through_rows_of_one_training_run_is_named_after_the_row_that_trained_it():
+    """The lowest-NFE point may belong to a later sampler-only row; the legend names the first planned row."""
+
+    def cell(row: str, label: str, nfe: float, index: int) -> dict:
+        return {"row": row, "label": label, "variant": "", "index": index, "info": {"training": "t0"}, "values": {"nfe": nfe, "fid": 10.0 + nfe}}
+
+    _, series = quality.quality_series([cell("absorbing", "absorbing", 64.0, 0), cell("absorbing + maskgit", "absorbing + maskgit", 12.0, 1)])
+    assert [s.label for s in series] == ["absorbing"]

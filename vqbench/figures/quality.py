@@ -51,7 +51,8 @@ def _split(points: list[tuple[float, float, str]], rows: dict[str, tuple[str, st
     """A training run's points as lines of distinct NFE: a sweep over steps × another sampler setting gives one line
     per value of the other setting."""
     parts = {row: components(rows[row][1]) for _, _, row in points}
-    label = rows[points[0][2]][0]
+    order = list(rows)  # plan order: the line is named after its first planned row (the one that trained it)
+    label = rows[min((p[2] for p in points), key=order.index)][0]
     keys = list(dict.fromkeys(k for p in parts.values() for k in p))
     varying = [k for k in keys if len({p.get(k) for p in parts.values()}) > 1]
     common = {k: v for k, v in parts[points[0][2]].items() if k not in varying}
