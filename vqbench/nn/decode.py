@@ -24,7 +24,6 @@ class StaticKVCache:
     length: int
     keys: torch.Tensor | None = None
     values: torch.Tensor | None = None
-    used: int = 0
 
     def buffers(self, depth: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``like``: B×H×1×D (one layer's new keys)."""
@@ -59,5 +58,4 @@ def decode_blocks(blocks: nn.ModuleList, x: torch.Tensor, angles: torch.Tensor |
         assert isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear)
         h = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
         x = x + F.linear(F.gelu(F.linear(h, fc1.weight, fc1.bias)), fc2.weight, fc2.bias)
-    cache.used = position + 1
     return x
