@@ -20,7 +20,7 @@ from vqbench.precision import inference_weights, make_autocast
 TRANSFORMER = {"name": "transformer", "dim": 256, "depth": 8, "heads": 8, "dim_head": 32}
 CONFIGS = {  # prior → (params, sampling options): the configurations of benchmarks/reference_speed.py
     "autoregressive": ({"backbone": TRANSFORMER}, {}),
-    "sundae": ({"backbone": {"name": "hourglass", "dim": 256, "depth": [2, 4, 2], "heads": 8, "dim_head": 32}}, {"steps": 20, "early_stop": False}),
+    "sundae": ({"backbone": {"name": "hourglass", "dim": 256, "depth": [2, 4, 2], "heads": 8, "dim_head": 64}}, {"steps": 20, "early_stop": False}),
     "absorbing": ({"backbone": TRANSFORMER}, {"steps": 50}),
 }
 

@@ -24,14 +24,20 @@ Semantic differences that remain (the work per step is the same unless stated):
 - absorbing: the reference unmasks each still-masked token with probability 1/t at step t (a random count per
   step) and draws a code at every position from ``Categorical`` every step; vqbench (``sampler=absorbing``)
   unmasks exactly the scheduled count at random masked positions and draws codes only there (inverse CDF).
-  Both evaluate the network once per step (``steps`` evaluations).
+  Both evaluate the network once per step (``steps`` evaluations); vqbench runs the last block's output projection
+  and feed-forward, and the logits, at the drawn positions only (``Backbone.logits_at``: the same logits there).
 - autoregressive: taming's GPT shares the SOS token with the 1024 codes, vqbench has a separate start token (1025
   embeddings); both output 1024 logits. Both draw with ``torch.multinomial`` vs inverse CDF respectively.
   ``sample_with_past`` concatenates the whole cache every step; vqbench appends to a preallocated cache.
 - sundae: the reference applies its 2D rotary embedding to the first 64 channels of the concatenated heads (one
   head) and uses einsum attention; vqbench rotates every head (``rotary: 2d``) and uses SDPA. Update proportion
   0.5 on both sides, early stop off (the reference's ``early_stop=False``). The reference also draws its
-  update mask and initial codes from the global RNG; vqbench uses a generator.
+  update mask and initial codes from the global RNG; vqbench uses a generator. vqbench's upsampling attention to
+  one valley token skips the softmax (exactly 1 over one key).
+
+``--flops`` adds each side's floating-point operations per image (``vqbench.flops``: matrix products and attention,
+counted on one extra call outside the timing) and the rate reached, next to the rate of one ``F.linear`` at the
+network's widest projection in the same precision (a practical ceiling for this CPU).
 
 Stubbed imports (never executed by the timed code): taming's ``cond_transformer`` imports pytorch_lightning and
 taming's ``main`` (training entry point) — a ``LightningModule`` stand-in (``nn.Module``) and an empty ``main`` are
@@ -65,6 +71,7 @@ import torch
 from torch import nn
 
 from vqbench.config import parse
+from vqbench.flops import count
 from vqbench.plugins import registries
 from vqbench.precision import inference_weights, make_autocast
 
@@ -290,6 +297,31 @@ def time_case(case: Case, precision: str, repeats: int, seed: int) -> tuple[list
     return timings["reference"], timings["vqbench"]
 
 
+def flop_rates(case: Case, precision: str, args: argparse.Namespace, ref_s: float, ours_s: float) -> str:
+    """Table cells: GFLOP per image of each side, and GFLOP/s of each side and of one wide ``F.linear``."""
+    with held_weights(case.modules, precision), torch.inference_mode(), make_autocast(CPU, precision)():
+        ref_f, ours_f = count(case.reference) / args.batch, count(case.vqbench) / args.batch
+    return (
+        f" {ref_f / 1e9:.1f}; {ours_f / 1e9:.1f} | {ref_f / ref_s / 1e9:.0f}; {ours_f / ours_s / 1e9:.0f}; {linear_rate(case, precision, args):.0f} |"
+    )
+
+
+def linear_rate(case: Case, precision: str, args: argparse.Namespace, repeats: int = 20) -> float:
+    """GFLOP/s of ``F.linear`` over the batch's tokens at the widest linear layer of vqbench's network."""
+    widest = max((m for m in case.modules[-1].modules() if isinstance(m, nn.Linear)), key=lambda m: m.weight.numel())
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    x = torch.randn(args.batch * args.shape[0] * args.shape[1], widest.in_features, dtype=dtype)
+    w = torch.randn(widest.out_features, widest.in_features, dtype=dtype)
+    with torch.inference_mode():
+        for _ in range(3):
+            torch.nn.functional.linear(x, w)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            torch.nn.functional.linear(x, w)
+        seconds = (time.perf_counter() - start) / repeats
+    return 2 * x.shape[0] * w.numel() / seconds / 1e9
+
+
 def build(name: str, root: Path, args: argparse.Namespace) -> Case:
     if name == "sundae":
         return sundae_case(root, args)
@@ -311,6 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=5, help="timed batches per side (after one warm-up each)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--flops", action="store_true", help="add GFLOP per image and GFLOP/s of each side")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     root = args.reference_root.resolve()
@@ -319,8 +352,11 @@ def main(argv: list[str] | None = None) -> None:
         f"{torch.get_num_threads()} threads, batch {args.batch}, {args.shape[0]}x{args.shape[1]} latents, {args.codebook} codes, "
         f"temperature {args.temperature}, {args.repeats} interleaved repeats (median)\n"
     )
-    print("| configuration | precision | reference s/img | vqbench s/img | ratio (reference / vqbench) | s/batch, each run: reference; vqbench |")
-    print("| --- | --- | --- | --- | --- | --- |", flush=True)
+    extra = " GFLOP/img: reference; vqbench | GFLOP/s: reference; vqbench; F.linear |" if args.flops else ""
+    print(
+        f"| configuration | precision | reference s/img | vqbench s/img | ratio (reference / vqbench) | s/batch, each run: reference; vqbench |{extra}"
+    )
+    print("| --- | --- | --- | --- | --- | --- |" + " --- | --- |" * args.flops, flush=True)
     notes: list[str] = []
     for name in args.configs:
         torch.manual_seed(args.seed)
@@ -330,7 +366,8 @@ def main(argv: list[str] | None = None) -> None:
             ref, ours = time_case(case, precision, args.repeats, args.seed)
             r, v = statistics.median(ref) / args.batch, statistics.median(ours) / args.batch
             runs = f"{' '.join(f'{x:.1f}' for x in ref)}; {' '.join(f'{x:.1f}' for x in ours)}"
-            print(f"| {case.name} | {precision} | {r:.3g} | {v:.3g} | {r / v:.2f} | {runs} |", flush=True)
+            rates = flop_rates(case, precision, args, r, v) if args.flops else ""
+            print(f"| {case.name} | {precision} | {r:.3g} | {v:.3g} | {r / v:.2f} | {runs} |{rates}", flush=True)
     for note in notes:
         print(f"\n- {note}")
 

@@ -202,8 +202,10 @@ class AbsorbingPrior(BigSampling, Prior):
         self.last_nfe = evaluations
         return x
 
-    def _predict(self, x, labels, cfg) -> torch.Tensor:
-        return filter_logits(self.net(x, labels).float() / cfg.temperature, top_k=cfg.top_k)
+    def _predict(self, x, labels, cfg, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Filtered, tempered logits of every position (B×N×V), or of the ``rows`` positions only (K×V)."""
+        logits = self.net(x, labels) if rows is None else self.net.logits_at(x, rows, labels)
+        return filter_logits(logits.float() / cfg.temperature, top_k=cfg.top_k)
 
     def _absorbing(self, x, generator, labels, cfg) -> int:
         """Step skipping: at each evenly spaced time step unmask the number of tokens the schedule implies, at
@@ -232,8 +234,8 @@ class AbsorbingPrior(BigSampling, Prior):
     def _reveal(self, x, reveal, masked, labels, cfg, generator) -> None:
         """One network evaluation: draw the ``reveal`` positions of x from its prediction of x0 (x and ``masked``
         updated in place)."""
-        logits = self._predict(x, labels, cfg)
-        x[reveal] = sample_categorical(logits[reveal], 1.0, generator).to(x.device)
+        logits = self._predict(x, labels, cfg, reveal)  # only the positions drawn this step
+        x[reveal] = sample_categorical(logits, 1.0, generator).to(x.device)
         masked &= ~reveal
         self.trace.append(int(masked.sum(dim=1).max()))
 

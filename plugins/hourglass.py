@@ -162,7 +162,8 @@ class HourglassLevel(nn.Module):
             self.resample_pre = CrossBlock(cfg.dim, cfg.heads, cfg.dim_head, cfg.mlp_ratio, cfg.dropout)
             self.resample_post = CrossBlock(cfg.dim, cfg.heads, cfg.dim_head, cfg.mlp_ratio, cfg.dropout)
 
-    def forward(self, x: torch.Tensor, layout: GridLayout | SeqLayout, angles) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layout: GridLayout | SeqLayout, angles, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``rows`` (B×N bool): return only those positions (K×d), the last post-block running on them alone."""
         x = run_blocks(self.pre, x, angles(layout))
         buckets, child = layout.bucket(x, self.k)  # the padded pre-valley tokens are also the residual
         b, m, k, d = buckets.shape
@@ -176,13 +177,17 @@ class HourglassLevel(nn.Module):
         up = self.up(valley) + buckets
         if hasattr(self, "resample_post"):  # every upsampled token attends to its valley token
             up = self.resample_post(up.reshape(b * m, k, d), valley.reshape(b * m, 1, d)).view(b, m, k, d)
-        return run_blocks(self.post, layout.unbucket(up, self.k), angles(layout))
+        return run_blocks(self.post, layout.unbucket(up, self.k), angles(layout), rows)
 
 
-def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, angles: torch.Tensor | None) -> torch.Tensor:
-    for block in blocks:
+def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, angles: torch.Tensor | None, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """The blocks in turn; with ``rows`` (B×N bool) only those positions of the output (K×d)."""
+    last = len(blocks) - 1 if rows is not None else len(blocks)
+    for block in blocks[:last]:
         x = block(x, angles)
-    return x
+    if rows is None:
+        return x
+    return blocks[last].forward_rows(x, rows, angles) if last >= 0 else x[rows]
 
 
 class Hourglass(Backbone):
@@ -217,13 +222,17 @@ class Hourglass(Backbone):
             self._angles[key] = layout.angles(self.config.rotary, self.config.rotary_dim or self.config.dim_head, device)
         return self._angles[key]
 
-    def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits B×N×V, or with ``rows`` (B×N bool) those positions' only (K×V, less work in the last block)."""
         x = self.embed(codes)
         if self.pos is not None:
             x = x + self.pos
         if self.class_embed is not None and labels is not None:
             x = x + self.class_embed(labels)[:, None]
-        return self.to_logits(self.norm(self.root(x, self.layout, self.angles)))
+        return self.to_logits(self.norm(self.root(x, self.layout, self.angles, rows)))
+
+    def logits_at(self, codes: torch.Tensor, rows: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self(codes, labels, rows=rows)
 
 
 @vqbench.hookimpl

@@ -84,9 +84,12 @@ class Transformer(CausalBackbone):
             )
         return self._angles[device]
 
-    def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None, cache: KVCache | None = None, offset: int = 0) -> torch.Tensor:
+    def forward(
+        self, codes: torch.Tensor, labels: torch.Tensor | None = None, cache: KVCache | None = None, offset: int = 0, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits for positions ``offset … offset+t`` of tokens ``codes`` (B×t). With ``cache`` (causal only), the
-        keys/values of earlier positions are reused and these are appended."""
+        keys/values of earlier positions are reused and these are appended. With ``rows`` (B×t bool, no cache), only
+        those positions' logits (K×V): the last block's projection, feed-forward and the head skip the others."""
         t = codes.shape[1]
         x = self.embed(codes)
         if self.pos is not None:
@@ -95,22 +98,28 @@ class Transformer(CausalBackbone):
             x = x + self.class_embed(labels)[:, None]
         angles = self.angles(codes.device)
         angles = angles[offset : offset + t] if angles is not None else None
-        for i, block in enumerate(self.blocks):
+        last = len(self.blocks) - 1 if rows is not None else len(self.blocks)
+        for i, block in enumerate(self.blocks[:last]):
             x = block(x, angles, cache, i)
+        if rows is not None:
+            x = self.blocks[last].forward_rows(x, rows, angles) if last >= 0 else x[rows]
         return self.to_logits(self.norm(x))
+
+    def logits_at(self, codes: torch.Tensor, rows: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self(codes, labels, rows=rows)
 
     def decode_step(self, token: torch.Tensor, position: int, cache: StaticKVCache, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Logits B×V of position ``position`` from its input token (B×1), reusing the cached keys/values of the
         earlier positions (causal, inference): the same numbers as ``forward`` with a ``KVCache``, fewer calls."""
-        x = F.embedding(token, self.embed.weight)
+        x = F.embedding(token[:, 0], self.embed.weight)
         if self.pos is not None:
-            x = x + self.pos[:, position : position + 1]
+            x = x + self.pos[0, position]
         if self.class_embed is not None and labels is not None:
-            x = x + F.embedding(labels, self.class_embed.weight)[:, None]
+            x = x + F.embedding(labels, self.class_embed.weight)
         angles = self.angles(token.device)
         x = decode_blocks(self.blocks, x, angles[position : position + 1] if angles is not None else None, cache, position)
         x = F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
-        return F.linear(x[:, 0], self.to_logits.weight, self.to_logits.bias)
+        return F.linear(x, self.to_logits.weight, self.to_logits.bias)
 
 
 @vqbench.hookimpl

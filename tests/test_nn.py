@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from vqbench.nn import KVCache, TransformerBlock, apply_rotary, rotary_angles_1d, rotary_angles_2d
+from vqbench.nn import CrossAttention, KVCache, TransformerBlock, apply_rotary, rotary_angles_1d, rotary_angles_2d
 
 
 def test_rotary_scores_depend_only_on_relative_position():
@@ -69,3 +70,24 @@ def test_backbones_are_initialised_like_taming_gpt(name):
             assert module.bias is None or not module.bias.any()
         if isinstance(module, torch.nn.LayerNorm):
             assert (module.weight == 1).all() and not module.bias.any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cross_attention_to_a_single_key_returns_its_value_without_the_query_projection(dtype):
+    """The hourglass's upsampling attention (each token attends to its one valley token) skips the softmax in
+    inference: what SDPA gives, without calling the query projection."""
+    torch.manual_seed(0)
+    attn = CrossAttention(16, 2, 8).to(dtype).eval()
+    x, context = torch.randn(6, 4, 16, dtype=dtype), torch.randn(6, 1, 16, dtype=dtype)
+    calls = []
+    attn.to_q.register_forward_hook(lambda *args: calls.append(1))
+    with torch.no_grad():
+        k, v = attn.context_kv(context)
+        q = attn.to_q(x).view(6, 4, 2, 8).transpose(1, 2)
+        expected = attn.to_out(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(6, 4, 16))
+        calls.clear()
+        tol = {"rtol": 2e-2, "atol": 4e-3} if dtype == torch.bfloat16 else {}  # bf16: a product of fewer rows rounds differently
+        torch.testing.assert_close(attn(x, context), expected, **tol)
+        assert not calls
+    attn(x, context)  # with gradients: the full attention, the query projection included
+    assert calls

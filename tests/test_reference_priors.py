@@ -141,7 +141,7 @@ def test_bernoulli_unmasking_reveals_each_masked_token_with_probability_one_over
     prior, _ = build("unleashing-absorbing")
     seen: list[torch.Tensor] = []
     predict = prior._predict
-    prior._predict = lambda x, labels, cfg: (seen.append(x.clone()), predict(x, labels, cfg))[1]
+    prior._predict = lambda x, labels, cfg, *rows: (seen.append(x.clone()), predict(x, labels, cfg, *rows))[1]
     out = prior.sample(400, SHAPE, torch.Generator().manual_seed(0), unmask="bernoulli", steps=4)
     masked = [(x == K).sum(dim=1).float() for x in seen] + [(out.flatten(1) == K).sum(dim=1).float()]
     assert len(seen) == 4 and masked[-1].sum() == 0  # t = 4, 3, 2, 1; everything revealed at t = 1

@@ -102,6 +102,12 @@ class Backbone(nn.Module, ABC):
     @abstractmethod
     def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor: ...
 
+    def logits_at(self, codes: torch.Tensor, rows: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The logits (K×V) of the K positions where ``rows`` (B×N, bool) is True, in row-major order: exactly
+        ``self(codes, labels)[rows]``. Samplers that draw only some positions call this; a backbone overrides it to
+        skip the work the other positions' logits would take (the conformance suite checks the equality)."""
+        return self(codes, labels)[rows]
+
 
 class CausalBackbone(Backbone):
     """A backbone that also runs causally (built with ``causal=True``): position i sees positions ≤ i only, and

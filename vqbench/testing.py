@@ -196,6 +196,19 @@ class PriorContract:
         assert torch.equal(a, b)
         assert not torch.equal(a, c)
 
+    def test_drawing_from_row_subset_logits_equals_drawing_from_full_logits(self, case, monkeypatch):
+        """Samplers that ask the backbone for some positions' logits (``logits_at``) give the codes that indexing
+        the full forward gives, for the same generator, sampling and inpainting."""
+        prior = build_prior(case)
+        net = getattr(prior, "net", None)
+        if not isinstance(net, Backbone) or type(net).logits_at is Backbone.logits_at:
+            pytest.skip("no backbone with its own logits_at")
+        codes, keep = random_codes(4, 2), torch.rand(4, *SHAPE, generator=gen(3)) < 0.5
+        fast = [prior.sample(4, SHAPE, gen(7)), prior.inpaint(codes, keep, gen(8)) if prior.supports["inpainting"] else None]
+        monkeypatch.setattr(net, "logits_at", lambda c, rows, labels=None: net(c, labels)[rows])
+        plain = [prior.sample(4, SHAPE, gen(7)), prior.inpaint(codes, keep, gen(8)) if prior.supports["inpainting"] else None]
+        assert torch.equal(fast[0], plain[0]) and (fast[1] is None or torch.equal(fast[1], plain[1]))
+
     def test_nfe_is_reported_and_matches_the_sampler_settings(self, case):
         if case.nfe is None:
             pytest.skip("no expected NFE for this case")
@@ -314,6 +327,16 @@ class BackboneContract:
         assert logits.dtype == torch.bfloat16
         with make_autocast(torch.device("cpu"), "fp32")():
             assert net(codes).dtype == torch.float32
+
+    def test_logits_at_some_positions_are_the_full_forward_there(self, case):
+        """``logits_at`` (samplers that draw a subset of positions) returns ``forward(codes)[rows]``."""
+        net, n = build_backbone(case), SHAPE[0] * SHAPE[1]
+        codes, labels = torch.randint(V, (2, n), generator=gen(0)), torch.tensor([0, 1])
+        rows = torch.rand(2, n, generator=gen(1)) < 0.3
+        rows[1], rows[1, -1] = False, True  # a different count per grid
+        with torch.inference_mode():
+            torch.testing.assert_close(net.logits_at(codes, rows, labels), net(codes, labels)[rows], rtol=1e-5, atol=1e-5)
+            assert net.logits_at(codes, torch.zeros_like(rows), labels).shape == (0, V)
 
     def test_causal_backbones_never_see_the_future(self, case):
         if not case.causal:

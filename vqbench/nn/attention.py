@@ -59,6 +59,10 @@ class SelfAttention(nn.Module):
     ) -> torch.Tensor:
         """``x``: B×N×dim. ``angles``: rotary angles for these N positions. With ``cache``, N new positions are
         appended after the cached ones (causal decoding)."""
+        return self.to_out(self.heads_out(x, angles, cache, layer))
+
+    def heads_out(self, x: torch.Tensor, angles: torch.Tensor | None = None, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        """The attention's concatenated heads (B×N×(heads·dim_head)), before the output projection."""
         qkv = rearrange(self.to_qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
         if angles is not None:
             q, k = apply_rotary(qkv[:2], angles).unbind(0)  # q and k rotated in one pass
@@ -75,7 +79,7 @@ class SelfAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self._p())
         else:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, dropout_p=self._p())
-        return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
+        return rearrange(out, "b h n d -> b n (h d)")
 
     def _p(self) -> float:
         return self.dropout if self.training else 0.0
@@ -100,6 +104,12 @@ class CrossAttention(nn.Module):
         return k, v
 
     def attend(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        k, v = kv
+        if k.shape[-2] == 1 and not torch.is_grad_enabled() and not (self.training and self.dropout):
+            # a softmax over one key is exactly 1: every query gets that key's value (SDPA returns it unchanged),
+            # so the query projection and the softmax are skipped and the output projected once per sequence.
+            # Inference only, so that no parameter is left without a gradient in training.
+            return self.to_out(rearrange(v, "b h n d -> b n (h d)")).expand(-1, x.shape[1], -1)
         q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
-        out = F.scaled_dot_product_attention(q, *kv, dropout_p=self.dropout if self.training else 0.0)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))

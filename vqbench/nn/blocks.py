@@ -26,6 +26,14 @@ class TransformerBlock(nn.Module):
         x = x + self.drop(self.attn(self.norm_attn(x), angles, cache, layer))
         return x + self.drop(self.mlp(self.norm_mlp(x)))
 
+    def forward_rows(self, x: torch.Tensor, rows: torch.Tensor, angles: torch.Tensor | None = None) -> torch.Tensor:
+        """``forward(x, angles)[rows]`` (K×dim for a B×N boolean ``rows``) with less work: attention still reads every
+        position, but the output projection and the feed-forward run on the K rows only."""
+        index = rows.flatten().nonzero()[:, 0]  # one device-to-host sync for both selections
+        heads = self.attn.heads_out(self.norm_attn(x), angles).flatten(0, 1)[index]
+        y = x.flatten(0, 1)[index] + self.drop(self.attn.to_out(heads))
+        return y + self.drop(self.mlp(self.norm_mlp(y)))
+
 
 class CrossBlock(nn.Module):
     """x + cross_attn(norm(x), norm(context)); x + mlp(norm(x))."""
