@@ -24,8 +24,8 @@ Semantic differences that remain (the work per step is the same unless stated):
 - absorbing: the reference unmasks each still-masked token with probability 1/t at step t (a random count per
   step) and draws a code at every position from ``Categorical`` every step; vqbench (``sampler=absorbing``)
   unmasks exactly the scheduled count at random masked positions and draws codes only there (inverse CDF).
-  Both evaluate the network once per step (``steps`` evaluations); vqbench runs the last block's output projection
-  and feed-forward, and the logits, at the drawn positions only (``Backbone.logits_at``: the same logits there).
+  Both evaluate the network once per step (``steps`` evaluations); vqbench runs the last block's queries, output
+  projection and feed-forward, and the logits, at the drawn positions only (``Backbone.logits_at``: the same logits there).
 - autoregressive: taming's GPT shares the SOS token with the 1024 codes, vqbench has a separate start token (1025
   embeddings); both output 1024 logits. Both draw with ``torch.multinomial`` vs inverse CDF respectively.
   ``sample_with_past`` concatenates the whole cache every step; vqbench appends to a preallocated cache.

@@ -44,9 +44,9 @@ def test_sampler_options_reach_the_count():
     prior = build("absorbing", total_steps=8)
     codes = torch.randint(0, K, (1, SIDE, SIDE))
     full = linear_flops(n) + attention_flops(n, n)
-    # the last block's output projection and MLP, and the logits, run only at the positions revealed that step:
-    # over the whole run every position once
-    per_row = 2 * HEADS * DH * D + 2 * 2 * D * 4 * D + 2 * D * K
+    # the last block's attention queries, output projection and MLP, and the logits, are those of the positions
+    # revealed that step: over the whole run every position once
+    per_row = 2 * HEADS * DH * D + 2 * 2 * D * 4 * D + 2 * D * K + attention_flops(1, n) // DEPTH
     for steps in (2, 4):
         flops = prior_flops(prior, codes, None, torch.Generator().manual_seed(0), {"steps": steps})
         assert flops["sample_gflops"] * 1e9 == steps * (full - n * per_row) + n * per_row

@@ -63,12 +63,7 @@ class SelfAttention(nn.Module):
 
     def heads_out(self, x: torch.Tensor, angles: torch.Tensor | None = None, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         """The attention's concatenated heads (B×N×(heads·dim_head)), before the output projection."""
-        qkv = rearrange(self.to_qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
-        if angles is not None:
-            q, k = apply_rotary(qkv[:2], angles).unbind(0)  # q and k rotated in one pass
-            v = qkv[2]
-        else:
-            q, k, v = qkv.unbind(0)
+        q, k, v = self.project(x, angles)
         past = 0
         if cache is not None:
             past = cache.lengths.get(layer, 0)
@@ -80,6 +75,24 @@ class SelfAttention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, dropout_p=self._p())
         return rearrange(out, "b h n d -> b n (h d)")
+
+    def heads_at(self, x: torch.Tensor, queries: torch.Tensor, angles: torch.Tensor | None = None) -> torch.Tensor:
+        """The concatenated heads at the query positions ``queries`` (B×K indices) only, B×K×(heads·dim_head): keys
+        and values come from all N positions of ``x`` (no cache); a causal layer masks each query's future."""
+        q, k, v = self.project(x, angles)
+        q = q.gather(2, queries[:, None, :, None].expand(-1, q.shape[1], -1, q.shape[-1]))
+        mask = torch.arange(k.shape[-2], device=x.device) <= queries[:, None, :, None] if self.causal else None
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self._p())
+        return rearrange(out, "b h n d -> b n (h d)")
+
+    def project(self, x: torch.Tensor, angles: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values (B×H×N×D each), q and k rotated when ``angles`` are given."""
+        qkv = rearrange(self.to_qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
+        if angles is None:
+            q, k, v = qkv.unbind(0)
+            return q, k, v
+        q, k = apply_rotary(qkv[:2], angles).unbind(0)  # q and k rotated in one pass
+        return q, k, qkv[2]
 
     def _p(self) -> float:
         return self.dropout if self.training else 0.0

@@ -27,11 +27,15 @@ class TransformerBlock(nn.Module):
         return x + self.drop(self.mlp(self.norm_mlp(x)))
 
     def forward_rows(self, x: torch.Tensor, rows: torch.Tensor, angles: torch.Tensor | None = None) -> torch.Tensor:
-        """``forward(x, angles)[rows]`` (K×dim for a B×N boolean ``rows``) with less work: attention still reads every
-        position, but the output projection and the feed-forward run on the K rows only."""
-        index = rows.flatten().nonzero()[:, 0]  # one device-to-host sync for both selections
-        heads = self.attn.heads_out(self.norm_attn(x), angles).flatten(0, 1)[index]
-        y = x.flatten(0, 1)[index] + self.drop(self.attn.to_out(heads))
+        """``forward(x, angles)[rows]`` (K×dim for a B×N boolean ``rows``) with less work: keys and values still come
+        from every position, but the queries, the output projection and the feed-forward are those of the K rows."""
+        counts = rows.sum(dim=1)
+        most = int(counts.max())  # the one device-to-host sync
+        # per sequence its selected positions first, in order (padded with unselected ones up to ``most``)
+        queries = torch.sort(rows.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :most]
+        used = torch.arange(most, device=rows.device) < counts[:, None]
+        heads = self.attn.heads_at(self.norm_attn(x), queries, angles)[used]
+        y = x.gather(1, queries[..., None].expand(-1, -1, x.shape[-1]))[used] + self.drop(self.attn.to_out(heads))
         return y + self.drop(self.mlp(self.norm_mlp(y)))
 
 
