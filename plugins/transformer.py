@@ -89,7 +89,8 @@ class Transformer(CausalBackbone):
     ) -> torch.Tensor:
         """Logits for positions ``offset … offset+t`` of tokens ``codes`` (B×t). With ``cache`` (causal only), the
         keys/values of earlier positions are reused and these are appended. With ``rows`` (B×t bool, no cache), only
-        those positions' logits (K×V): the last block's projection, feed-forward and the head skip the others."""
+        those positions' logits (K×V): the last block's queries, projection and feed-forward, and the head, skip
+        the others."""
         if rows is not None and cache is not None:
             raise ValueError("transformer: rows (a subset of positions' logits) cannot be combined with a key/value cache")
         t = codes.shape[1]

@@ -59,10 +59,6 @@ class SelfAttention(nn.Module):
     ) -> torch.Tensor:
         """``x``: B×N×dim. ``angles``: rotary angles for these N positions. With ``cache``, N new positions are
         appended after the cached ones (causal decoding)."""
-        return self.to_out(self.heads_out(x, angles, cache, layer))
-
-    def heads_out(self, x: torch.Tensor, angles: torch.Tensor | None = None, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        """The attention's concatenated heads (B×N×(heads·dim_head)), before the output projection."""
         q, k, v = self.project(x, angles)
         past = 0
         if cache is not None:
@@ -74,7 +70,7 @@ class SelfAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self._p())
         else:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, dropout_p=self._p())
-        return rearrange(out, "b h n d -> b n (h d)")
+        return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
 
     def heads_at(self, x: torch.Tensor, queries: torch.Tensor, angles: torch.Tensor | None = None) -> torch.Tensor:
         """The concatenated heads at the query positions ``queries`` (B×K indices) only, B×K×(heads·dim_head): keys
